@@ -1,0 +1,27 @@
+"""minibert: a readable BERT encoder in PyTorch that matches the reference implementation.
+
+`import minibert` stays light: torch and tokenizers load when a class that needs them is first used.
+"""
+
+__version__ = "0.1.0"
+
+from minibert.config import BertConfig
+
+__all__ = ["BertConfig", "BertModel", "BertOutput", "CheckpointError", "Tokenizer", "__version__"]
+
+_LAZY = {
+    "BertModel": "minibert.model",
+    "BertOutput": "minibert.model",
+    "CheckpointError": "minibert.weights",
+    "Tokenizer": "minibert.tokenizer",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'minibert' has no attribute {name!r}")

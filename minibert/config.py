@@ -1,0 +1,106 @@
+"""BertConfig: the hyper-parameters of a BERT encoder, read from `config.json` or `bert_config.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+# Activations the feed-forward block implements (see ACTIVATIONS in model.py).
+SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+
+@dataclass
+class BertConfig:
+    """Field names are those of a Hugging Face `config.json`; Google's `bert_config.json` uses the same ones.
+
+    Defaults are bert-base-uncased.
+    """
+
+    vocab_size: int = 30522  # number of wordpiece ids
+    hidden_size: int = 768  # H, width of every token vector
+    num_hidden_layers: int = 12  # number of transformer layers
+    num_attention_heads: int = 12  # N, heads per attention layer; head size D = H / N
+    intermediate_size: int = 3072  # width of the feed-forward block's hidden layer (4H)
+    hidden_act: str = "gelu"  # feed-forward activation; "gelu" is the exact erf form
+    hidden_dropout_prob: float = 0.1  # dropout on embeddings and on each sub-layer's output
+    attention_probs_dropout_prob: float = 0.1  # dropout on the attention probabilities
+    max_position_embeddings: int = 512  # longest sequence the position table covers
+    type_vocab_size: int = 2  # number of segment (token type) ids: sentence A / sentence B
+    initializer_range: float = 0.02  # std of the normal init for fresh weights
+    layer_norm_eps: float = 1e-12  # LayerNorm epsilon the checkpoints were trained with
+    pad_token_id: int = 0  # id of [PAD]
+    position_embedding_type: str = "absolute"  # only learned absolute positions exist in BERT
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} is not a multiple of "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        if self.hidden_act not in SUPPORTED_ACTIVATIONS:
+            raise ValueError(
+                f"hidden_act {self.hidden_act!r} is not implemented; "
+                f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}"
+            )
+        if self.position_embedding_type != "absolute":
+            raise ValueError(
+                f"position_embedding_type {self.position_embedding_type!r} is not supported; "
+                "minibert implements BERT's learned absolute positions only"
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} is outside [0, vocab_size {self.vocab_size})")
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> BertConfig:
+        """Build from a config dict; keys that are not fields are ignored."""
+        model_type = values.get("model_type", "bert")
+        if model_type != "bert":
+            raise ValueError(f"{source}: model_type {model_type!r} is not 'bert'")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in fields}
+        if kwargs.get("layer_norm_eps") is None:  # bert_config.json has no such key
+            kwargs.pop("layer_norm_eps", None)
+        try:
+            return cls(**kwargs)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> BertConfig:
+        """Read a Hugging Face `config.json` or Google's `bert_config.json`."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                values = json.load(f)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file not found: {path}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} does not hold a JSON object")
+        return cls.from_dict(values, source=str(path))
+
+    def to_dict(self) -> dict:
+        """The `config.json` that Hugging Face `transformers` reads as a BertModel config."""
+        return {"architectures": ["BertModel"], "model_type": "bert", **dataclasses.asdict(self)}
+
+    def save_json(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            f.write("\n")

@@ -1,0 +1,47 @@
+"""Where a model lives: a local folder, or a Hugging Face Hub id fetched into the Hub cache."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+# What a BERT folder may hold; nothing else is fetched from the Hub (no TF/Flax/ONNX copies).
+SMALL_FILES = [
+    "config.json", "bert_config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+    "1_Pooling/config.json",
+]
+SAFETENSORS_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
+PYTORCH_FILES = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def resolve(name_or_path: str | os.PathLike) -> Path:
+    """Return a local folder for `name_or_path`: the folder itself, or a Hub snapshot of the files BERT needs."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"{path} is a file; expected a model folder (config.json and weights)")
+    name = str(name_or_path)
+    if not _HUB_ID.match(name) or name.startswith((".", "~")):
+        raise FileNotFoundError(f"model folder not found: {path}")
+    try:
+        return _download(name)
+    except Exception as e:  # network, authentication, unknown repo: one message that says both tries
+        raise FileNotFoundError(
+            f"{name!r} is not a local folder, and fetching it from the Hugging Face Hub failed: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    # safetensors first; the pickle-based .bin only when a repo has no safetensors.
+    folder = Path(snapshot_download(repo_id, allow_patterns=SMALL_FILES + SAFETENSORS_FILES))
+    if not any(folder.glob("*.safetensors")):
+        folder = Path(snapshot_download(repo_id, allow_patterns=SMALL_FILES + PYTORCH_FILES))
+    return folder

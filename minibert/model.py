@@ -1,0 +1,261 @@
+"""The BERT encoder, in one file, top to bottom.
+
+References:
+  1) Devlin et al. 2018, "BERT: Pre-training of Deep Bidirectional Transformers for Language
+     Understanding", https://arxiv.org/abs/1810.04805
+  2) google-research/bert `modeling.py`, the TensorFlow code the released checkpoints were trained with.
+
+Notation used in the shape comments:
+  B batch size, L sequence length, H hidden size, N attention heads, D head size (H = N * D),
+  I intermediate (feed-forward) size.
+
+Reading and writing checkpoints lives in `minibert/weights.py`; this file only computes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from minibert.config import BertConfig
+
+# BERT was trained with the exact GELU, x * Phi(x) computed with erf; the tanh approximation drifts
+# from the checkpoints' numbers in the third decimal. The other entries serve configs that ask for them.
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_new": partial(F.gelu, approximate="tanh"),
+    "gelu_pytorch_tanh": partial(F.gelu, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+@dataclass
+class BertOutput:
+    last_hidden_state: torch.Tensor  # (B, L, H) the last layer's output
+    pooler_output: torch.Tensor | None  # (B, H) tanh(dense([CLS])); None when the model has no pooler
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings output, then each layer's: (B, L, H)
+    attentions: tuple[torch.Tensor, ...] | None = None  # each layer's attention probabilities: (B, N, L, L)
+
+
+class Embeddings(nn.Module):
+    """A token's input vector is the sum of what it is, where it is, and which sentence it belongs to."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids, position_ids):
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (B, L, H)
+        x = x + self.position_embeddings(position_ids)  # position_ids (B or 1, L) broadcast over the batch
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head scaled dot-product self-attention.
+
+    Every token's query is compared with every token's key; the softmax of the scaled scores weights
+    the values. N heads do this side by side on D = H / N wide slices, and a linear layer mixes them.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.output = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x, mask, output_attentions=False):
+        B, L, H = x.shape
+        N, D = self.num_heads, self.head_size
+        q = self.query(x).view(B, L, N, D).transpose(1, 2)  # (B, N, L, D)
+        k = self.key(x).view(B, L, N, D).transpose(1, 2)  # (B, N, L, D)
+        v = self.value(x).view(B, L, N, D).transpose(1, 2)  # (B, N, L, D)
+        dropout_p = self.dropout_p if self.training else 0.0
+
+        if output_attentions:
+            # The explicit path, written out so the probabilities can be returned.
+            # Scaled by 1/sqrt(D) so the scores' spread does not grow with the head size.
+            scores = (q @ k.transpose(-2, -1)) * D**-0.5  # (B, N, L, L)
+            if mask is not None:
+                scores = scores + mask  # (B, 1, 1, L) broadcast: padded keys get a huge negative score
+            probs = scores.softmax(dim=-1)  # (B, N, L, L), each row sums to 1
+            context = F.dropout(probs, dropout_p, self.training) @ v  # (B, N, L, D)
+        else:
+            # The same computation in one fused kernel, which never materialises (B, N, L, L).
+            probs = None
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, N, L, D)
+
+        context = context.transpose(1, 2).reshape(B, L, H)  # (B, L, N, D) -> (B, L, H): heads side by side
+        return self.output(context), probs
+
+
+class FeedForward(nn.Module):
+    """Position-wise: each token alone goes H -> I -> H through the activation."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x):
+        return self.down(self.act(self.up(x)))  # (B, L, H) -> (B, L, I) -> (B, L, H)
+
+
+class Layer(nn.Module):
+    """One transformer layer, post-LayerNorm as in the original Transformer and BERT:
+    x = norm(x + sublayer(x)), first for attention, then for the feed-forward block."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = SelfAttention(config)
+        self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x, mask, output_attentions=False):
+        attended, probs = self.attention(x, mask, output_attentions)
+        x = self.attention_norm(x + self.dropout(attended))  # (B, L, H)
+        x = self.ffn_norm(x + self.dropout(self.ffn(x)))  # (B, L, H)
+        return x, probs
+
+
+class Pooler(nn.Module):
+    """dense + tanh on the first token ([CLS]); trained by next-sentence prediction."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, x):
+        return torch.tanh(self.dense(x[:, 0]))  # (B, L, H) -> (B, H)
+
+
+class BertModel(nn.Module):
+    def __init__(self, config: BertConfig, add_pooler: bool = True):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = Pooler(config) if add_pooler else None
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        # Fresh weights as BERT was initialised: N(0, initializer_range), zero biases, unit LayerNorm.
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, L) wordpiece ids
+        attention_mask: torch.Tensor | None = None,  # (B, L) 1 for real tokens, 0 for padding; None: all ones
+        token_type_ids: torch.Tensor | None = None,  # (B, L) segment ids; None: all zeros (sentence A)
+        position_ids: torch.Tensor | None = None,  # (B, L) or (L,); None: 0, 1, ..., L-1
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+    ) -> BertOutput:
+        self.check_inputs(input_ids, attention_mask, token_type_ids, position_ids)
+        B, L = input_ids.shape
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = torch.arange(L, device=input_ids.device)
+        if position_ids.dim() == 1:
+            position_ids = position_ids.unsqueeze(0)  # (1, L), broadcast over the batch
+
+        x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, L, H)
+
+        # The padding mask is additive: 0 where a key may be attended, the most negative number of the
+        # compute dtype where it is padding, so softmax gives it weight exp(-huge) = 0. It is built in
+        # the compute dtype because a fixed -10000, or float32's minimum cast to bfloat16/float16,
+        # overflows to -inf there and turns rows into NaN or drifts from the reference.
+        mask = None
+        if attention_mask is not None:
+            keep = attention_mask[:, None, None, :].to(x.dtype)  # (B, 1, 1, L), broadcast over heads and queries
+            mask = (1.0 - keep) * torch.finfo(x.dtype).min
+
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            x, probs = layer(x, mask, output_attentions)
+            if output_hidden_states:
+                hidden_states.append(x)
+            if output_attentions:
+                attentions.append(probs)
+
+        return BertOutput(
+            last_hidden_state=x,
+            pooler_output=self.pooler(x) if self.pooler is not None else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            attentions=tuple(attentions) if output_attentions else None,
+        )
+
+    def check_inputs(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None):
+        """Refuse ids the embedding tables cannot look up, before the lookup: on CUDA an out-of-range
+        index is a device-side assert that kills the process instead of an error that names the value."""
+        c = self.config
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be a (batch, length) tensor, got {_describe(input_ids)}")
+        if input_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"input_ids must be an integer tensor, got dtype {input_ids.dtype}")
+        B, L = input_ids.shape
+        if L == 0:
+            raise ValueError("input_ids has length 0; every sequence needs at least one token")
+        if L > c.max_position_embeddings and position_ids is None:
+            raise ValueError(f"sequence length {L} exceeds max_position_embeddings {c.max_position_embeddings}")
+        for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if t is not None and (not isinstance(t, torch.Tensor) or t.shape != input_ids.shape):
+                raise ValueError(f"{name} is {_describe(t)}, but input_ids has shape {tuple(input_ids.shape)}")
+        if position_ids is not None:
+            if not isinstance(position_ids, torch.Tensor) or position_ids.shape not in ((L,), (1, L), (B, L)):
+                expected = f"({L},), (1, {L}) or ({B}, {L})"
+                raise ValueError(f"position_ids is {_describe(position_ids)}; expected shape {expected}")
+        _check_range("input_ids", input_ids, c.vocab_size, "vocab_size")
+        _check_range("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")
+        _check_range("position_ids", position_ids, c.max_position_embeddings, "max_position_embeddings")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, device=None, dtype=None) -> BertModel:
+        """Load a checkpoint folder or Hub id (safetensors, sharded safetensors or pytorch_model.bin)."""
+        from minibert.weights import load_model
+
+        return load_model(name_or_path, device=device, dtype=dtype)
+
+    def save_pretrained(self, directory) -> None:
+        """Write `config.json` and `model.safetensors` under the Hugging Face names."""
+        from minibert.weights import save_model
+
+        save_model(self, directory)
+
+
+def _describe(t):
+    return f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else f"a {type(t).__name__}"
+
+
+def _check_range(name, ids, limit, limit_name):
+    if ids is None or ids.numel() == 0:
+        return
+    lo, hi = ids.min().item(), ids.max().item()
+    if lo < 0 or hi >= limit:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{name} holds {bad}, outside [0, {limit_name} {limit})")

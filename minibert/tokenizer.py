@@ -1,0 +1,209 @@
+"""WordPiece tokenization on the `tokenizers` library: text in, the three id tensors BERT takes out."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from minibert.hub import resolve
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class Tokenizer:
+    """Wraps a `tokenizers.Tokenizer` that does BERT's normalisation, wordpieces and [CLS]/[SEP] template.
+
+    >>> tok = Tokenizer.from_pretrained("path/to/bert")
+    >>> batch = tok(["a first text", "a second"], ["its pair", "another"])
+    >>> batch["input_ids"].shape, batch["token_type_ids"].shape, batch["attention_mask"].shape
+    """
+
+    def __init__(self, backend, model_max_length: int = 512):
+        self.backend = backend
+        # The file's own truncation and padding settings (all-MiniLM ships "pad everything to 128")
+        # would silently change what the caller asked for; each call sets its own.
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.model_max_length = model_max_length
+        for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
+            if backend.token_to_id(token) is None:
+                raise ValueError(f"the vocabulary has no {token} token")
+        self.pad_token_id = backend.token_to_id("[PAD]")
+        self.mask_token_id = backend.token_to_id("[MASK]")
+
+    # --- construction ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, lowercase: bool | None = None, strip_accents: bool | None = None,
+                        tokenize_chinese_chars: bool | None = None) -> Tokenizer:
+        """`tokenizer.json` when the folder has one, else `vocab.txt` (+ `tokenizer_config.json`).
+
+        The keyword arguments override the folder's normalisation settings. A folder with only
+        `vocab.txt` (as Google's releases ship) takes lower-casing from its name (uncased, cased,
+        chinese) or from `lowercase=`.
+        """
+        folder = resolve(name_or_path)
+        settings = _read_json(folder / "tokenizer_config.json")
+        max_length = settings.get("model_max_length")
+        if not isinstance(max_length, int) or not 0 < max_length <= 1_000_000:
+            max_length = 512  # unset, or the "very large integer" placeholder of some configs
+        overrides = {"lowercase": lowercase, "strip_accents": strip_accents,
+                     "handle_chinese_chars": tokenize_chinese_chars}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+
+        if (folder / "tokenizer.json").is_file():
+            from tokenizers import Tokenizer as Backend
+
+            spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+            if overrides:
+                if (spec.get("normalizer") or {}).get("type") != "BertNormalizer":
+                    raise ValueError(f"{folder / 'tokenizer.json'}: no BertNormalizer to apply {overrides} to")
+                spec["normalizer"].update(overrides)
+            try:
+                return cls(Backend.from_str(json.dumps(spec)), max_length)
+            except Exception as e:
+                raise ValueError(f"{folder / 'tokenizer.json'}: not a valid tokenizer file ({e})") from None
+
+        if not (folder / "vocab.txt").is_file():
+            raise FileNotFoundError(f"{folder} holds neither tokenizer.json nor vocab.txt")
+        if lowercase is None:
+            lowercase = settings.get("do_lower_case", _lowercase_from_name(folder))
+        if lowercase is None:
+            raise ValueError(
+                f"{folder} has vocab.txt but no tokenizer_config.json, and its name does not say cased or "
+                "uncased: pass lowercase=True or lowercase=False"
+            )
+        if strip_accents is None:
+            strip_accents = settings.get("strip_accents")
+        if tokenize_chinese_chars is None:
+            tokenize_chinese_chars = settings.get("tokenize_chinese_chars", True)
+        return cls.from_vocab(folder / "vocab.txt", lowercase=lowercase, strip_accents=strip_accents,
+                              tokenize_chinese_chars=tokenize_chinese_chars, model_max_length=max_length)
+
+    @classmethod
+    def from_vocab(cls, vocab_path, *, lowercase: bool, strip_accents: bool | None = None,
+                   tokenize_chinese_chars: bool = True, model_max_length: int = 512) -> Tokenizer:
+        """Build BERT's tokenizer from a `vocab.txt`, one wordpiece per line, the line number its id."""
+        from tokenizers import Tokenizer as Backend
+        from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
+
+        vocab = {}
+        with open(vocab_path, encoding="utf-8") as f:
+            for i, line in enumerate(f):
+                vocab.setdefault(line.rstrip("\n"), i)
+        if not vocab:
+            raise ValueError(f"{vocab_path} is empty")
+        for token in ("[UNK]", "[CLS]", "[SEP]"):
+            if token not in vocab:
+                raise ValueError(f"{vocab_path} has no {token} token")
+
+        backend = Backend(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        # strip_accents=None means "follow lowercase", as in the original BasicTokenizer.
+        backend.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=tokenize_chinese_chars, strip_accents=strip_accents,
+            lowercase=lowercase,
+        )
+        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # split on whitespace and punctuation
+        cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",  # the second segment and its [SEP] get token type 1
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        )
+        backend.decoder = decoders.WordPiece(prefix="##")
+        backend.add_special_tokens([t for t in SPECIAL_TOKENS if t in vocab])
+        return cls(backend, model_max_length)
+
+    # --- use ---------------------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def __call__(self, texts, text_pairs=None, *, max_length: int | None = None, truncation: bool = True,
+                 padding: bool = True) -> dict:
+        """Tokenize a text or a list of texts (and their pairs) into `input_ids`, `token_type_ids` and
+        `attention_mask`, each a (B, L) int64 tensor. Padding is to the longest in the batch;
+        truncation (longest first, for pairs) is to `max_length`, by default the model's maximum."""
+        import torch
+
+        texts = _as_text_list(texts, "texts")
+        if text_pairs is not None:
+            text_pairs = _as_text_list(text_pairs, "text_pairs")
+            if len(text_pairs) != len(texts):
+                raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
+        limit = self.model_max_length if max_length is None else max_length
+        specials = 3 if text_pairs is not None else 2
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < specials:
+            raise ValueError(f"max_length must be an integer >= {specials} (room for [CLS]/[SEP]), got {limit!r}")
+
+        if truncation:
+            self.backend.enable_truncation(limit, strategy="longest_first")
+        else:
+            self.backend.no_truncation()
+        inputs = texts if text_pairs is None else list(zip(texts, text_pairs))
+        try:
+            encodings = self.backend.encode_batch(inputs)
+        except Exception as e:  # e.g. a pair whose second text cannot be truncated enough
+            raise ValueError(f"could not tokenize to max_length {limit}: {e}") from None
+
+        lengths = [len(e.ids) for e in encodings]
+        width = max(lengths, default=0)
+        if not padding and len(set(lengths)) > 1:
+            raise ValueError(f"texts tokenize to different lengths {sorted(set(lengths))}; use padding=True")
+        input_ids = torch.full((len(encodings), width), self.pad_token_id, dtype=torch.long)
+        token_type_ids = torch.zeros((len(encodings), width), dtype=torch.long)
+        attention_mask = torch.zeros((len(encodings), width), dtype=torch.long)
+        for i, e in enumerate(encodings):
+            n = lengths[i]
+            input_ids[i, :n] = torch.tensor(e.ids)
+            token_type_ids[i, :n] = torch.tensor(e.type_ids)
+            attention_mask[i, :n] = 1
+        return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+
+    def tokenize(self, text: str, text_pair: str | None = None) -> list[str]:
+        """The wordpieces of one text (or pair), special tokens included."""
+        self.backend.no_truncation()
+        return self.backend.encode(text, text_pair).tokens
+
+    def convert_ids_to_tokens(self, ids) -> list[str]:
+        return [self.backend.id_to_token(int(i)) for i in ids]
+
+    def convert_tokens_to_ids(self, tokens) -> list[int]:
+        unk = self.backend.token_to_id("[UNK]")
+        return [self.backend.token_to_id(t) if self.backend.token_to_id(t) is not None else unk for t in tokens]
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
+
+
+def _as_text_list(texts, name: str) -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(f"{name} must be a string or a list of strings, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] is {type(t).__name__} {t!r:.40}, not a string")
+    return list(texts)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    return value if isinstance(value, dict) else {}
+
+
+def _lowercase_from_name(folder: os.PathLike) -> bool | None:
+    """Google's folder names say it: uncased_L-12_H-768_A-12, cased_L-..., chinese_L-... (lower-cased)."""
+    name = Path(folder).resolve().name.lower()
+    if "uncased" in name or "chinese" in name:
+        return True
+    if "cased" in name:
+        return False
+    return None

@@ -1,0 +1,263 @@
+"""Checkpoint formats: reading BERT weights from disk into a BertModel, and writing them back.
+
+Formats read: `model.safetensors`, sharded safetensors (`model.safetensors.index.json`), and
+`pytorch_model.bin` (single or sharded), the latter with `torch.load(weights_only=True)` only, which
+refuses anything but tensors and plain containers. The names on disk are Hugging Face's (inherited
+from Google's TensorFlow scopes); WEIGHT_MAP below is the one place they meet minibert's names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+from minibert.config import BertConfig
+from minibert.hub import resolve
+from minibert.model import BertModel
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as it is: the message names the file and key at fault."""
+
+
+# Hugging Face name (after the `bert.` prefix is dropped) -> minibert name. {} stands for a layer index.
+WEIGHT_MAP = {
+    "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight": "embeddings.position_embeddings.weight",
+    "embeddings.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
+    "embeddings.LayerNorm.weight": "embeddings.norm.weight",
+    "embeddings.LayerNorm.bias": "embeddings.norm.bias",
+    "encoder.layer.{}.attention.self.query.weight": "layers.{}.attention.query.weight",
+    "encoder.layer.{}.attention.self.query.bias": "layers.{}.attention.query.bias",
+    "encoder.layer.{}.attention.self.key.weight": "layers.{}.attention.key.weight",
+    "encoder.layer.{}.attention.self.key.bias": "layers.{}.attention.key.bias",
+    "encoder.layer.{}.attention.self.value.weight": "layers.{}.attention.value.weight",
+    "encoder.layer.{}.attention.self.value.bias": "layers.{}.attention.value.bias",
+    "encoder.layer.{}.attention.output.dense.weight": "layers.{}.attention.output.weight",
+    "encoder.layer.{}.attention.output.dense.bias": "layers.{}.attention.output.bias",
+    "encoder.layer.{}.attention.output.LayerNorm.weight": "layers.{}.attention_norm.weight",
+    "encoder.layer.{}.attention.output.LayerNorm.bias": "layers.{}.attention_norm.bias",
+    "encoder.layer.{}.intermediate.dense.weight": "layers.{}.ffn.up.weight",
+    "encoder.layer.{}.intermediate.dense.bias": "layers.{}.ffn.up.bias",
+    "encoder.layer.{}.output.dense.weight": "layers.{}.ffn.down.weight",
+    "encoder.layer.{}.output.dense.bias": "layers.{}.ffn.down.bias",
+    "encoder.layer.{}.output.LayerNorm.weight": "layers.{}.ffn_norm.weight",
+    "encoder.layer.{}.output.LayerNorm.bias": "layers.{}.ffn_norm.bias",
+    "pooler.dense.weight": "pooler.dense.weight",
+    "pooler.dense.bias": "pooler.dense.bias",
+}
+
+# Keys the encoder knowingly leaves alone, with the reason.
+IGNORED = {
+    r"embeddings\.position_ids": "a buffer holding 0..max_position-1; the forward makes it",
+    r"cls\..*": "pretraining heads (masked LM, next sentence), not part of the encoder",
+    r"(classifier|qa_outputs)\..*": "a task head, not part of the encoder",
+}
+
+_TO_MINIBERT = {re.compile(re.escape(k).replace(r"\{\}", r"(\d+)") + "$"): v for k, v in WEIGHT_MAP.items()}
+_IGNORED = [re.compile(p + "$") for p in IGNORED]
+
+
+def normalize_key(key: str) -> str:
+    """One spelling for the variants real checkpoints use: drop `bert.`, and the legacy
+    `LayerNorm.gamma` / `LayerNorm.beta` of early PyTorch ports become `weight` / `bias`."""
+    key = key.removeprefix("bert.")
+    key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+    return re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+
+
+def to_minibert_name(key: str) -> str | None:
+    """The minibert parameter a normalized Hugging Face key fills, or None if it is no encoder weight."""
+    for pattern, target in _TO_MINIBERT.items():
+        m = pattern.match(key)
+        if m:
+            return target.format(*m.groups())
+    return None
+
+
+def to_hf_name(name: str) -> str:
+    """The Hugging Face key for a minibert parameter name (the inverse of to_minibert_name)."""
+    layer = re.match(r"layers\.(\d+)\.", name)
+    for hf, ours in WEIGHT_MAP.items():
+        if layer and ours.format(layer.group(1)) == name:
+            return hf.format(layer.group(1))
+        if not layer and ours == name:
+            return hf
+    raise KeyError(f"{name} has no Hugging Face name in WEIGHT_MAP")
+
+
+# --- finding and reading files ---------------------------------------------------------------------
+
+# In order of preference: safetensors cannot run code when read, pickle-based .bin files can.
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+)
+CONFIG_FILES = ("config.json", "bert_config.json")
+
+
+def read_config(folder: Path) -> BertConfig:
+    for name in CONFIG_FILES:
+        if (folder / name).is_file():
+            return BertConfig.from_json(folder / name)
+    raise FileNotFoundError(f"{folder} holds no {' or '.join(CONFIG_FILES)}")
+
+
+def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
+    """All tensors of the first weights file found in `folder`, and the file each key came from."""
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        files = _shards(path) if name.endswith(".index.json") else [path]
+        tensors, origin = {}, {}
+        for file in files:
+            part = _read_safetensors(file) if file.suffix == ".safetensors" else _read_torch_bin(file)
+            for key, t in part.items():
+                if key in tensors:
+                    raise CheckpointError(f"{file}: key {key!r} is also in {origin[key]}")
+                tensors[key], origin[key] = t, file
+        if name.endswith(".index.json"):
+            _check_index(path, tensors)
+        return tensors, origin
+    raise FileNotFoundError(f"{folder} holds no weights: looked for {', '.join(WEIGHT_FILES)}")
+
+
+def _shards(index_path: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+        files = sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{index_path}: not a valid shard index ({type(e).__name__}: {e})") from None
+    missing = [f for f in files if not (index_path.parent / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{index_path} names shard {missing[0]}, which is not in {index_path.parent}")
+    return [index_path.parent / f for f in files]
+
+
+def _check_index(index_path: Path, tensors: dict) -> None:
+    weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+    for key, file in weight_map.items():
+        if key not in tensors:
+            raise CheckpointError(f"{index_path} says {key!r} is in {file}, but it is not there")
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {key: f.get_tensor(key) for key in f.keys()}
+    except Exception as e:  # safetensors raises its own error type for truncated or corrupt files
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def _read_torch_bin(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        # weights_only=True: the unpickler accepts tensors and plain containers, never arbitrary code.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
+    return state
+
+
+# --- filling a model -------------------------------------------------------------------------------
+
+def encoder_weights(tensors: dict, origin: dict, config: BertConfig) -> tuple[dict, list[str]]:
+    """Map checkpoint keys to minibert names and check them against the config.
+
+    Returns the encoder's state dict and the checkpoint keys left for other modules (heads). Raises
+    CheckpointError for a key nobody understands, a missing weight, or a shape the config does not give.
+    """
+    with torch.device("meta"):
+        expected = BertModel(config).state_dict()
+    state, rest = {}, []
+    for key, t in tensors.items():
+        norm = normalize_key(key)
+        name = to_minibert_name(norm)
+        if name is None:
+            if not any(p.match(norm) for p in _IGNORED):
+                raise CheckpointError(
+                    f"{origin[key]}: unexpected key {key!r}" + _layer_hint(norm, config)
+                )
+            rest.append(key)
+            continue
+        if name not in expected:
+            raise CheckpointError(f"{origin[key]}: unexpected key {key!r}" + _layer_hint(norm, config))
+        if name in state:
+            raise CheckpointError(f"{origin[key]}: {key!r} fills {name}, which another key already filled")
+        if tuple(t.shape) != tuple(expected[name].shape):
+            raise CheckpointError(
+                f"{origin[key]}: {key!r} has shape {tuple(t.shape)}, but the config expects "
+                f"{tuple(expected[name].shape)}"
+            )
+        if not t.is_floating_point():
+            raise CheckpointError(f"{origin[key]}: {key!r} has dtype {t.dtype}; expected floating point")
+        state[name] = t
+
+    missing = [n for n in expected if n not in state and not n.startswith("pooler.")]
+    if missing:
+        where = sorted({str(p) for p in origin.values()}) or ["(empty checkpoint)"]
+        raise CheckpointError(
+            f"{', '.join(where)}: missing encoder weight {to_hf_name(missing[0])!r} "
+            f"({len(missing)} missing in all)"
+        )
+    pooler = {"pooler.dense.weight", "pooler.dense.bias"}
+    if len(pooler & state.keys()) == 1:
+        where = ", ".join(sorted({str(p) for p in origin.values()}))
+        raise CheckpointError(f"{where}: missing pooler weight {to_hf_name((pooler - state.keys()).pop())!r}")
+    return state, rest
+
+
+def _layer_hint(key: str, config: BertConfig) -> str:
+    m = re.match(r"encoder\.layer\.(\d+)\.", key)
+    if m and int(m.group(1)) >= config.num_hidden_layers:
+        return f" (layer {m.group(1)}, but num_hidden_layers is {config.num_hidden_layers})"
+    return ""
+
+
+def as_dtype(dtype) -> torch.dtype:
+    """float32 unless asked otherwise; accepts a torch dtype or its name ("bfloat16", "float16")."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype such as torch.float32, got {dtype!r}")
+    return dtype
+
+
+def load_model(name_or_path, *, device=None, dtype=None) -> BertModel:
+    folder = resolve(name_or_path)
+    config = read_config(folder)
+    tensors, origin = read_state_dict(folder)
+    state, rest = encoder_weights(tensors, origin, config)
+    if rest:
+        logger.info("%s: left %d non-encoder keys unused (%s, ...)", folder, len(rest), rest[0])
+    has_pooler = "pooler.dense.weight" in state
+    if not has_pooler:
+        warnings.warn(f"{folder}: the checkpoint has no pooler weights; pooler_output will be None", stacklevel=3)
+    # Built on the meta device, so no memory or time goes into random weights that are overwritten.
+    with torch.device("meta"):
+        model = BertModel(config, add_pooler=has_pooler)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device=device or "cpu", dtype=as_dtype(dtype)).eval()
+
+
+def save_model(model: BertModel, directory, prefix: str = "") -> None:
+    """Write `config.json` and `model.safetensors` with Hugging Face names (`prefix` + name)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.config.save_json(directory / "config.json")
+    tensors = {prefix + to_hf_name(n): t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})

@@ -154,3 +154,20 @@ def test_minilm_sentence_pairs(minilm_dir, hf_minilm):
     assert batch["token_type_ids"].max() == 1
     with torch.no_grad():
         assert_outputs_match(model(**batch), hf_minilm(**batch), batch["attention_mask"])
+
+
+def test_bert_base_as_legacy_pytorch_bin(bert_base, tmp_path):
+    from safetensors.torch import load_file
+
+    folder, ref = bert_base
+    state = load_file(folder / "model.safetensors")
+    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+              for k, v in state.items()}
+    assert any(k.endswith("LayerNorm.gamma") for k in legacy)
+    (tmp_path / "config.json").write_text((folder / "config.json").read_text())
+    torch.save(legacy, tmp_path / "pytorch_model.bin")
+    model = BertModel.from_pretrained(tmp_path)
+    input_ids, attention_mask, token_type_ids = padded_batch(vocab=30522, types=2, lengths=(16, 5), max_len=16)
+    with torch.no_grad():
+        assert_outputs_match(model(input_ids, attention_mask, token_type_ids, output_hidden_states=True),
+                             ref(input_ids, attention_mask, token_type_ids, output_hidden_states=True), attention_mask)

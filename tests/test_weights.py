@@ -1,0 +1,250 @@
+"""Checkpoint formats and naming variants, the strictness of loading, and saving back."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from parity import assert_outputs_match, randomize_
+from safetensors.torch import load_file, save_file
+
+from minibert import BertModel, CheckpointError
+from minibert.weights import read_state_dict
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A tiny random transformers.BertForPreTraining: folder, reference encoder, its state dict."""
+    import transformers
+
+    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=24, max_position_embeddings=20, initializer_range=0.3,
+                                     attn_implementation="eager")
+    ref = transformers.BertForPreTraining(config).eval()
+    randomize_(ref)
+    folder = tmp_path / "hf"
+    ref.save_pretrained(folder)
+    return folder, ref.bert, load_file(folder / "model.safetensors")
+
+
+def check_against(folder, ref):
+    model = BertModel.from_pretrained(folder)
+    ids = torch.randint(0, 50, (2, 7))
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
+    with torch.no_grad():
+        assert_outputs_match(model(ids, mask, output_hidden_states=True, output_attentions=True),
+                             ref(ids, mask, output_hidden_states=True, output_attentions=True), mask)
+    return model
+
+
+def write_folder(folder, config_src, files: dict):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text((config_src / "config.json").read_text())
+    for name, obj in files.items():
+        if name.endswith(".safetensors"):
+            save_file(obj, folder / name, metadata={"format": "pt"})
+        elif name.endswith(".json"):
+            (folder / name).write_text(json.dumps(obj))
+        else:
+            torch.save(obj, folder / name)
+    return folder
+
+
+def legacy_names(state):
+    """pytorch-pretrained-bert style: LayerNorm.gamma / LayerNorm.beta, plus the position_ids buffer."""
+    out = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+           for k, v in state.items()}
+    out["bert.embeddings.position_ids"] = torch.arange(20)[None]
+    return out
+
+
+def test_pretraining_safetensors_with_bert_prefix_and_heads(tiny):
+    folder, ref, state = tiny
+    assert any(k.startswith("bert.") for k in state) and any(k.startswith("cls.") for k in state)
+    model = check_against(folder, ref)
+    assert not model.training
+
+
+def test_legacy_pytorch_bin_with_gamma_beta(tiny, tmp_path):
+    folder, ref, state = tiny
+    legacy = write_folder(tmp_path / "legacy", folder, {"pytorch_model.bin": legacy_names(state)})
+    check_against(legacy, ref)
+
+
+def test_keys_without_prefix(tiny, tmp_path):
+    folder, ref, state = tiny
+    bare = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
+    check_against(write_folder(tmp_path / "bare", folder, {"model.safetensors": bare}), ref)
+
+
+def test_sharded_safetensors_written_by_transformers(tiny, tmp_path):
+    folder, ref, _ = tiny
+    ref.save_pretrained(tmp_path / "sharded", max_shard_size="10KB")
+    shards = list((tmp_path / "sharded").glob("model-*.safetensors"))
+    assert len(shards) > 1 and (tmp_path / "sharded" / "model.safetensors.index.json").is_file()
+    check_against(tmp_path / "sharded", ref)
+
+
+def test_sharded_pytorch_bin(tiny, tmp_path):
+    folder, ref, state = tiny
+    keys = sorted(state)
+    half = len(keys) // 2
+    parts = {"pytorch_model-00001-of-00002.bin": {k: state[k] for k in keys[:half]},
+             "pytorch_model-00002-of-00002.bin": {k: state[k] for k in keys[half:]}}
+    index = {"weight_map": {k: f for f, part in parts.items() for k in part}}
+    check_against(write_folder(tmp_path / "binshards", folder, {**parts, "pytorch_model.bin.index.json": index}), ref)
+
+
+def test_index_naming_a_missing_shard(tiny, tmp_path):
+    folder, _, state = tiny
+    index = {"weight_map": {k: "model-00001-of-00002.safetensors" for k in state}}
+    bad = write_folder(tmp_path / "bad", folder, {"model.safetensors.index.json": index})
+    with pytest.raises(FileNotFoundError, match="model-00001-of-00002.safetensors"):
+        BertModel.from_pretrained(bad)
+
+
+def test_missing_encoder_weight_names_the_key(tiny, tmp_path):
+    folder, _, state = tiny
+    del state["bert.encoder.layer.1.attention.self.value.bias"]
+    bad = write_folder(tmp_path / "bad", folder, {"model.safetensors": state})
+    with pytest.raises(CheckpointError, match=r"encoder\.layer\.1\.attention\.self\.value\.bias"):
+        BertModel.from_pretrained(bad)
+
+
+def test_shape_mismatch_names_key_and_both_shapes(tiny, tmp_path):
+    folder, _, state = tiny
+    state["bert.encoder.layer.0.intermediate.dense.weight"] = torch.zeros(25, 16)
+    bad = write_folder(tmp_path / "bad", folder, {"model.safetensors": state})
+    with pytest.raises(CheckpointError, match=r"intermediate\.dense\.weight.*\(25, 16\).*\(24, 16\)"):
+        BertModel.from_pretrained(bad)
+
+
+def test_unknown_key_is_an_error(tiny, tmp_path):
+    folder, _, state = tiny
+    state["bert.encoder.layer.0.attention.self.rotary.weight"] = torch.zeros(3)
+    bad = write_folder(tmp_path / "bad", folder, {"model.safetensors": state})
+    with pytest.raises(CheckpointError, match=r"unexpected key 'bert\.encoder\.layer\.0\.attention\.self\.rotary"):
+        BertModel.from_pretrained(bad)
+
+
+def test_more_layers_than_the_config(tiny, tmp_path):
+    folder, _, state = tiny
+    state["bert.encoder.layer.2.output.dense.bias"] = torch.zeros(16)
+    bad = write_folder(tmp_path / "bad", folder, {"model.safetensors": state})
+    with pytest.raises(CheckpointError, match="layer 2, but num_hidden_layers is 2"):
+        BertModel.from_pretrained(bad)
+
+
+def test_no_pooler_loads_and_says_so(tiny, tmp_path):
+    folder, ref, state = tiny
+    state = {k: v for k, v in state.items() if "pooler" not in k}
+    nopool = write_folder(tmp_path / "nopool", folder, {"model.safetensors": state})
+    with pytest.warns(UserWarning, match="no pooler weights"):
+        model = BertModel.from_pretrained(nopool)
+    ids = torch.randint(0, 50, (2, 5))
+    with torch.no_grad():
+        out = model(ids)
+        torch.testing.assert_close(out.last_hidden_state, ref(ids).last_hidden_state, atol=1e-5, rtol=0)
+    assert out.pooler_output is None
+
+
+def test_half_a_pooler_is_an_error(tiny, tmp_path):
+    folder, _, state = tiny
+    del state["bert.pooler.dense.bias"]
+    bad = write_folder(tmp_path / "bad", folder, {"model.safetensors": state})
+    with pytest.raises(CheckpointError, match=r"pooler\.dense\.bias"):
+        BertModel.from_pretrained(bad)
+
+
+def test_truncated_safetensors_names_the_file(tiny, tmp_path):
+    folder, _, _ = tiny
+    data = (folder / "model.safetensors").read_bytes()
+    bad = write_folder(tmp_path / "bad", folder, {})
+    (bad / "model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"bad/model\.safetensors"):
+        BertModel.from_pretrained(bad)
+
+
+def test_corrupt_pytorch_bin_names_the_file(tiny, tmp_path):
+    folder, _, _ = tiny
+    bad = write_folder(tmp_path / "bad", folder, {})
+    (bad / "pytorch_model.bin").write_bytes(b"PK\x03\x04 this is no zip archive")
+    with pytest.raises(CheckpointError, match=r"bad/pytorch_model\.bin"):
+        BertModel.from_pretrained(bad)
+
+
+class _Exploit:
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(_Exploit.marker),))
+
+
+def test_pickle_with_code_is_refused_not_run(tiny, tmp_path):
+    folder, _, state = tiny
+    _Exploit.marker = str(tmp_path / "pwned")
+    bad = write_folder(tmp_path / "bad", folder, {"pytorch_model.bin": {**state, "x": _Exploit()}})
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin"):
+        BertModel.from_pretrained(bad)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_missing_folder_and_empty_folder(tmp_path, tiny):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        BertModel.from_pretrained(tmp_path / "nowhere")
+    empty = write_folder(tmp_path / "empty", tiny[0], {})
+    with pytest.raises(FileNotFoundError, match=r"empty holds no weights.*model\.safetensors"):
+        BertModel.from_pretrained(empty)
+    (empty / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="holds no config.json or bert_config.json"):
+        BertModel.from_pretrained(empty)
+    with pytest.raises(NotADirectoryError, match="config.json"):
+        BertModel.from_pretrained(tiny[0] / "config.json")
+
+
+def test_hub_id_that_cannot_be_fetched(monkeypatch):
+    import minibert.hub
+
+    def offline(repo_id):
+        raise OSError("no network")
+
+    monkeypatch.setattr(minibert.hub, "_download", offline)
+    with pytest.raises(FileNotFoundError, match=r"'someone/bert-x' is not a local folder.*Hub failed: OSError"):
+        BertModel.from_pretrained("someone/bert-x")
+
+
+def test_dtype_and_device_arguments(tiny):
+    folder, _, _ = tiny
+    model = BertModel.from_pretrained(folder, dtype=torch.bfloat16, device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert BertModel.from_pretrained(folder, dtype="float16").embeddings.norm.weight.dtype == torch.float16
+    with pytest.raises(ValueError, match="floating torch dtype"):
+        BertModel.from_pretrained(folder, dtype=torch.int8)
+
+
+def test_save_pretrained_loads_in_transformers_without_missing_keys(tiny, tmp_path):
+    import transformers
+
+    folder, ref, _ = tiny
+    BertModel.from_pretrained(folder).save_pretrained(tmp_path / "saved")
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded, info = transformers.BertModel.from_pretrained(tmp_path / "saved", output_loading_info=True,
+                                                             attn_implementation="eager")
+    assert not info["missing_keys"]
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    ids = torch.randint(0, 50, (2, 6))
+    with torch.no_grad():
+        assert_outputs_match(loaded.eval()(ids, output_hidden_states=True), ref(ids, output_hidden_states=True))
+    # and back into minibert
+    check_against(tmp_path / "saved", ref)
+
+
+def test_read_state_dict_reports_origin(tiny):
+    folder, _, state = tiny
+    tensors, origin = read_state_dict(folder)
+    assert tensors.keys() == state.keys()
+    assert set(origin.values()) == {folder / "model.safetensors"}

@@ -7,13 +7,16 @@ __version__ = "0.1.0"
 
 from minibert.config import BertConfig
 
-__all__ = ["BertConfig", "BertModel", "BertOutput", "CheckpointError", "Tokenizer", "__version__"]
+__all__ = ["BertConfig", "BertModel", "BertOutput", "CheckpointError", "Encoder", "Tokenizer", "similarity",
+           "__version__"]
 
 _LAZY = {
     "BertModel": "minibert.model",
     "BertOutput": "minibert.model",
     "CheckpointError": "minibert.weights",
     "Tokenizer": "minibert.tokenizer",
+    "Encoder": "minibert.encoder",
+    "similarity": "minibert.encoder",
 }
 
 

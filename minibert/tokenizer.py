@@ -126,11 +126,18 @@ class Tokenizer:
         """Tokenize a text or a list of texts (and their pairs) into `input_ids`, `token_type_ids` and
         `attention_mask`, each a (B, L) int64 tensor. Padding is to the longest in the batch;
         truncation (longest first, for pairs) is to `max_length`, by default the model's maximum."""
-        import torch
+        encodings = self.encode(texts, text_pairs, max_length=max_length, truncation=truncation)
+        if not padding and len({len(e.ids) for e in encodings}) > 1:
+            lengths = sorted({len(e.ids) for e in encodings})
+            raise ValueError(f"texts tokenize to different lengths {lengths}; use padding=True")
+        return self.collate(encodings)
 
-        texts = _as_text_list(texts, "texts")
+    def encode(self, texts, text_pairs=None, *, max_length: int | None = None, truncation: bool = True) -> list:
+        """The `tokenizers.Encoding` of each text (or pair), unpadded; `.overflowing` is non-empty where
+        truncation cut something off."""
+        texts = as_text_list(texts, "texts")
         if text_pairs is not None:
-            text_pairs = _as_text_list(text_pairs, "text_pairs")
+            text_pairs = as_text_list(text_pairs, "text_pairs")
             if len(text_pairs) != len(texts):
                 raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
         limit = self.model_max_length if max_length is None else max_length
@@ -144,23 +151,26 @@ class Tokenizer:
             self.backend.no_truncation()
         inputs = texts if text_pairs is None else list(zip(texts, text_pairs))
         try:
-            encodings = self.backend.encode_batch(inputs)
+            return self.backend.encode_batch(inputs)
         except Exception as e:  # e.g. a pair whose second text cannot be truncated enough
             raise ValueError(f"could not tokenize to max_length {limit}: {e}") from None
 
-        lengths = [len(e.ids) for e in encodings]
-        width = max(lengths, default=0)
-        if not padding and len(set(lengths)) > 1:
-            raise ValueError(f"texts tokenize to different lengths {sorted(set(lengths))}; use padding=True")
-        input_ids = torch.full((len(encodings), width), self.pad_token_id, dtype=torch.long)
-        token_type_ids = torch.zeros((len(encodings), width), dtype=torch.long)
-        attention_mask = torch.zeros((len(encodings), width), dtype=torch.long)
+    def collate(self, encodings) -> dict:
+        """Pad encodings to the longest into (B, L) int64 tensors."""
+        import numpy as np
+        import torch
+
+        width = max((len(e.ids) for e in encodings), default=0)
+        input_ids = np.full((len(encodings), width), self.pad_token_id, dtype=np.int64)
+        token_type_ids = np.zeros((len(encodings), width), dtype=np.int64)
+        attention_mask = np.zeros((len(encodings), width), dtype=np.int64)
         for i, e in enumerate(encodings):
-            n = lengths[i]
-            input_ids[i, :n] = torch.tensor(e.ids)
-            token_type_ids[i, :n] = torch.tensor(e.type_ids)
+            n = len(e.ids)
+            input_ids[i, :n] = e.ids
+            token_type_ids[i, :n] = e.type_ids
             attention_mask[i, :n] = 1
-        return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
+        return {"input_ids": torch.from_numpy(input_ids), "token_type_ids": torch.from_numpy(token_type_ids),
+                "attention_mask": torch.from_numpy(attention_mask)}
 
     def tokenize(self, text: str, text_pair: str | None = None) -> list[str]:
         """The wordpieces of one text (or pair), special tokens included."""
@@ -178,7 +188,8 @@ class Tokenizer:
         return self.backend.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
 
-def _as_text_list(texts, name: str) -> list[str]:
+def as_text_list(texts, name: str) -> list[str]:
+    """A string becomes a one-item list; anything that is not a string is refused by its index."""
     if isinstance(texts, str):
         return [texts]
     if not isinstance(texts, (list, tuple)):

@@ -1,0 +1,220 @@
+"""Sentence embeddings: texts in, one vector per text out, pooled from the encoder's last layer."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from minibert.hub import default_model, resolve
+from minibert.model import BertModel
+from minibert.tokenizer import Tokenizer, as_text_list
+
+POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len")
+
+# sentence-transformers' 1_Pooling/config.json switches -> minibert's pooling names
+_ST_POOLING_KEYS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+}
+
+
+class Encoder:
+    """A BertModel, its tokenizer, and how to turn token vectors into one vector per text.
+
+    >>> encoder = Encoder.from_pretrained()          # all-MiniLM-L6-v2
+    >>> vectors = encoder.encode(["a first text", "a second text"])   # (2, 384) float32
+    >>> similarity(vectors, vectors)
+    """
+
+    def __init__(self, model: BertModel, tokenizer: Tokenizer, *, pooling: str = "mean", normalize: bool = False,
+                 max_length: int | None = None, lowercase: bool = False, max_batch_tokens: int | None = 2048):
+        _check_pooling(pooling, model)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length  # None: the tokenizer's model maximum
+        self.lowercase = lowercase  # sentence-transformers' do_lower_case: lower the text before tokenizing
+        # A batch of long texts holds fewer than batch_size of them, at most this many padded tokens: less
+        # padding in the long tail, and activations that stay in the CPU's cache. None: no such limit.
+        self.max_batch_tokens = max_batch_tokens
+
+    @classmethod
+    def from_pretrained(cls, name_or_path=None, *, device=None, dtype=None) -> Encoder:
+        """Load a model folder or Hub id; None loads the default, all-MiniLM-L6-v2.
+
+        A folder saved by sentence-transformers (modules.json, 1_Pooling/config.json,
+        sentence_bert_config.json) sets the pooling, normalisation and maximum length its vectors were
+        trained with. Without that metadata: mean pooling over real tokens, not normalised.
+        """
+        folder = default_model() if name_or_path is None else resolve(name_or_path)
+        settings = read_sentence_transformers_settings(folder)
+        model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
+        return cls(model, Tokenizer.from_pretrained(folder), **settings)
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, texts, *, pooling: str | None = None, normalize: bool | None = None, batch_size: int = 32,
+               max_length: int | None = None, show_progress: bool | None = None, convert_to: str = "numpy"):
+        """Embed a string, giving (H,), or a list of strings, giving (N, H), float32, rows in input order.
+
+        Texts are sorted by token count and batched, so each batch pads little, then put back in order.
+        Texts longer than `max_length` tokens are truncated, with one warning saying how many.
+        """
+        pooling = self.pooling if pooling is None else pooling
+        normalize = self.normalize if normalize is None else normalize
+        max_length = max_length or self.max_length
+        _check_pooling(pooling, self.model)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if convert_to not in ("numpy", "torch"):
+            raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
+
+        single = isinstance(texts, str)
+        texts = as_text_list(texts, "texts")
+        if self.lowercase:
+            texts = [t.lower() for t in texts]
+        encodings = self.tokenizer.encode(texts, max_length=max_length)
+        truncated = sum(1 for e in encodings if e.overflowing)
+        if truncated:
+            limit = max_length or self.tokenizer.model_max_length
+            warnings.warn(f"{truncated} of {len(texts)} texts were longer than {limit} tokens and were truncated",
+                          stacklevel=2)
+
+        batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size, self.max_batch_tokens)
+        if show_progress is None:
+            show_progress = len(batches) > 4 and sys.stderr.isatty()
+        out = torch.empty(len(texts), self.dim, dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            for rows in _progress(batches, show_progress):
+                batch = self.tokenizer.collate([encodings[i] for i in rows])
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                output = self.model(**batch)
+                vectors = pool(output.last_hidden_state, batch["attention_mask"], pooling, output.pooler_output)
+                if normalize:
+                    vectors = F.normalize(vectors, p=2, dim=1)
+                out[torch.tensor(rows, device=self.device)] = vectors
+
+        if single:
+            out = out[0]
+        return out.cpu().numpy() if convert_to == "numpy" else out
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first, so padding stays small: at most
+    `batch_size` texts, and at most `max_tokens` padded tokens where that allows more than one text."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches, start = [], 0
+    while start < len(order):
+        size = batch_size
+        if max_tokens:
+            size = max(1, min(batch_size, max_tokens // lengths[order[start]]))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
+
+
+def pool(last_hidden_state, attention_mask, pooling: str, pooler_output=None) -> torch.Tensor:
+    """(B, L, H) token vectors -> (B, H) text vectors, in float32, ignoring padding."""
+    h = last_hidden_state.float()
+    mask = attention_mask.unsqueeze(-1).to(h.dtype)  # (B, L, 1)
+    if pooling == "mean":
+        return (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    if pooling == "mean_sqrt_len":
+        return (h * mask).sum(1) / mask.sum(1).clamp(min=1e-9).sqrt()
+    if pooling == "max":
+        return h.masked_fill(mask == 0, torch.finfo(h.dtype).min).amax(1)
+    if pooling == "cls":
+        return h[:, 0]
+    if pooling == "pooler":
+        return pooler_output.float()
+    raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
+
+
+def similarity(a, b=None):
+    """Cosine similarity of every row of `a` with every row of `b` (default: `a` itself).
+
+    Takes numpy arrays or torch tensors of shape (N, H) or (H,); returns (N, M) of the same kind.
+    """
+    if b is None:
+        b = a
+    as_torch = isinstance(a, torch.Tensor)
+    a = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a, dtype=torch.float32)
+    b = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b, dtype=torch.float32).to(a.device)
+    a, b = torch.atleast_2d(a), torch.atleast_2d(b)
+    if a.dim() != 2 or b.dim() != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"similarity needs (N, H) and (M, H) vectors, got {tuple(a.shape)} and {tuple(b.shape)}")
+    scores = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T  # (N, M)
+    return scores if as_torch else scores.cpu().numpy()
+
+
+def read_sentence_transformers_settings(folder: Path) -> dict:
+    """Pooling, normalisation, maximum length and lower-casing from a sentence-transformers folder."""
+    modules_file = Path(folder) / "modules.json"
+    if not modules_file.is_file():
+        return {}
+    modules = _read_json(modules_file)
+    if not isinstance(modules, list):
+        raise ValueError(f"{modules_file}: expected a list of modules")
+    settings = {"normalize": False}
+    for module in modules:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        if kind == "Transformer":
+            continue
+        if kind == "Normalize":
+            settings["normalize"] = True
+        elif kind == "Pooling":
+            config_file = Path(folder) / module.get("path", "") / "config.json"
+            modes = [name for key, name in _ST_POOLING_KEYS.items() if _read_json(config_file).get(key)]
+            others = [k for k, v in _read_json(config_file).items()
+                      if k.startswith("pooling_mode_") and k not in _ST_POOLING_KEYS and v]
+            if len(modes) != 1 or others:
+                raise ValueError(f"{config_file}: minibert pools one way at a time; this asks for {modes + others}")
+            settings["pooling"] = modes[0]
+        else:
+            raise ValueError(f"{modules_file}: module type {module.get('type')!r} is not supported by minibert")
+    st_config = Path(folder) / "sentence_bert_config.json"
+    if st_config.is_file():
+        values = _read_json(st_config)
+        if values.get("max_seq_length"):
+            settings["max_length"] = int(values["max_seq_length"])
+        settings["lowercase"] = bool(values.get("do_lower_case", False))
+    return settings
+
+
+def _check_pooling(pooling, model):
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
+    if pooling == "pooler" and model.pooler is None:
+        raise ValueError("pooling 'pooler' needs pooler weights, and this checkpoint has none")
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} is missing") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def _progress(iterable, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc="Encoding", unit="batch", file=sys.stderr)

@@ -102,9 +102,10 @@ class Encoder:
         with torch.inference_mode():
             for rows in _progress(batches, show_progress):
                 batch = self.tokenizer.collate([encodings[i] for i in rows])
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-                output = self.model(**batch)
-                vectors = pool(output.last_hidden_state, batch["attention_mask"], pooling, output.pooler_output)
+                ids, types, mask = (batch[k].to(self.device) for k in ("input_ids", "token_type_ids", "attention_mask"))
+                # Texts of one length need no padding mask, and attention runs faster without one.
+                output = self.model(ids, None if bool(mask.all()) else mask, types)
+                vectors = pool(output.last_hidden_state, mask, pooling, output.pooler_output)
                 if normalize:
                     vectors = F.normalize(vectors, p=2, dim=1)
                 out[torch.tensor(rows, device=self.device)] = vectors

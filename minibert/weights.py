@@ -135,6 +135,10 @@ def _shards(index_path: Path) -> list[Path]:
         files = sorted(set(weight_map.values()))
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{index_path}: not a valid shard index ({type(e).__name__}: {e})") from None
+    folder = index_path.parent.resolve()
+    for f in files:
+        if not isinstance(f, str) or (folder / f).resolve().parent != folder:
+            raise CheckpointError(f"{index_path}: shard {f!r} is not a file name inside {index_path.parent}")
     missing = [f for f in files if not (index_path.parent / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{index_path} names shard {missing[0]}, which is not in {index_path.parent}")

@@ -248,3 +248,12 @@ def test_read_state_dict_reports_origin(tiny):
     tensors, origin = read_state_dict(folder)
     assert tensors.keys() == state.keys()
     assert set(origin.values()) == {folder / "model.safetensors"}
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/etc/passwd", "sub/model.safetensors"])
+def test_index_pointing_outside_its_folder_is_refused(tiny, tmp_path, shard):
+    folder, _, state = tiny
+    bad = write_folder(tmp_path / "bad", folder, {"model.safetensors.index.json": {"weight_map": {"k": shard}}})
+    save_file(state, tmp_path / "outside.safetensors")
+    with pytest.raises(CheckpointError, match="is not a file name inside"):
+        BertModel.from_pretrained(bad)

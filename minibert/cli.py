@@ -69,6 +69,22 @@ def build_parser() -> argparse.ArgumentParser:
     similarity.add_argument("texts", nargs="+", metavar="TEXT")
     similarity.set_defaults(run=run_similarity)
 
+    convert = commands.add_parser(
+        "convert", help="write a checkpoint (e.g. Google's TensorFlow release) as a Hugging Face folder",
+        description="Write a checkpoint folder that minibert reads (a Google TensorFlow release such as "
+                    "uncased_L-12_H-768_A-12, a .bin or safetensors folder) as a Hugging Face folder: "
+                    "config.json, model.safetensors, vocab.txt, tokenizer.json, tokenizer_config.json.",
+        epilog="examples:\n  minibert convert chinese_L-12_H-768_A-12 bert-base-chinese\n"
+               "  minibert convert --cased my_tf_bert out/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    convert.add_argument("src", metavar="SRC_DIR")
+    convert.add_argument("out", metavar="OUT_DIR")
+    case = convert.add_mutually_exclusive_group()
+    case.add_argument("--uncased", dest="lowercase", action="store_const", const=True,
+                      help="lower-case text (when the folder name does not say)")
+    case.add_argument("--cased", dest="lowercase", action="store_const", const=False, help="keep case")
+    convert.set_defaults(run=run_convert)
+
     tokenize = add("tokenize", "show the wordpieces, ids and token types of a text (or pair)", TOKENIZE_EXAMPLES)
     tokenize.add_argument("text", metavar="TEXT")
     tokenize.add_argument("pair", nargs="?", metavar="TEXT", help="a second text, segment B")
@@ -151,6 +167,13 @@ def run_tokenize(args) -> None:
     print(f"{'#':>4}  {pad('token', width)}  {'id':>6}  type")
     for i, (token, id_, type_) in enumerate(zip(tokens, ids, types)):
         print(f"{i:>4}  {pad(token, width)}  {id_:>6}  {type_:>4}")
+
+
+def run_convert(args) -> None:
+    from minibert.convert import convert
+
+    out = convert(args.src, args.out, lowercase=args.lowercase)
+    print(f"wrote {out}")
 
 
 def load_encoder(model, device=None):

@@ -77,7 +77,8 @@ class Encoder:
         """
         pooling = self.pooling if pooling is None else pooling
         normalize = self.normalize if normalize is None else normalize
-        max_length = max_length or self.max_length
+        max_length = max_length or self.max_length or min(self.tokenizer.model_max_length,
+                                                          self.model.config.max_position_embeddings)
         _check_pooling(pooling, self.model)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -91,9 +92,8 @@ class Encoder:
         encodings = self.tokenizer.encode(texts, max_length=max_length)
         truncated = sum(1 for e in encodings if e.overflowing)
         if truncated:
-            limit = max_length or self.tokenizer.model_max_length
-            warnings.warn(f"{truncated} of {len(texts)} texts were longer than {limit} tokens and were truncated",
-                          stacklevel=2)
+            warnings.warn(f"{truncated} of {len(texts)} texts were longer than {max_length} tokens and were "
+                          "truncated", stacklevel=2)
 
         batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size, self.max_batch_tokens)
         if show_progress is None:

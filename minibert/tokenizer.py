@@ -177,6 +177,29 @@ class Tokenizer:
         self.backend.no_truncation()
         return self.backend.encode(text, text_pair).tokens
 
+    def save(self, directory) -> None:
+        """Write vocab.txt, tokenizer.json and tokenizer_config.json, as transformers' BertTokenizer reads them."""
+        import json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        vocab = sorted(self.backend.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
+        if [i for _, i in vocab] != list(range(len(vocab))):
+            raise ValueError("the vocabulary ids are not 0..n-1 without gaps; it cannot be written as vocab.txt")
+        (directory / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
+        self.backend.save(str(directory / "tokenizer.json"))
+        normalizer = self.backend.normalizer
+        settings = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": normalizer.lowercase,
+            "strip_accents": normalizer.strip_accents,
+            "tokenize_chinese_chars": normalizer.handle_chinese_chars,
+            "model_max_length": self.model_max_length,
+            **{name: f"[{name.removesuffix('_token').upper()}]" for name in
+               ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")},
+        }
+        (directory / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+
     def convert_ids_to_tokens(self, ids) -> list[str]:
         return [self.backend.id_to_token(int(i)) for i in ids]
 

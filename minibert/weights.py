@@ -110,7 +110,8 @@ def read_config(folder: Path) -> BertConfig:
 
 
 def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
-    """All tensors of the first weights file found in `folder`, and the file each key came from."""
+    """All tensors of the first weights file found in `folder`, and the file each key came from.
+    A Google TensorFlow checkpoint comes back under Hugging Face names."""
     for name in WEIGHT_FILES:
         path = folder / name
         if not path.is_file():
@@ -126,7 +127,28 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Pa
         if name.endswith(".index.json"):
             _check_index(path, tensors)
         return tensors, origin
-    raise FileNotFoundError(f"{folder} holds no weights: looked for {', '.join(WEIGHT_FILES)}")
+    index = _tf_index(folder)
+    if index is not None:
+        from minibert.tf_checkpoint import TFCheckpoint, hf_state_dict
+
+        tensors = hf_state_dict(TFCheckpoint(index))
+        return tensors, dict.fromkeys(tensors, index)
+    raise FileNotFoundError(
+        f"{folder} holds no weights: looked for {', '.join(WEIGHT_FILES)} and a TensorFlow *.ckpt.index"
+    )
+
+
+def _tf_index(folder: Path) -> Path | None:
+    """The TensorFlow checkpoint index in `folder`: bert_model.ckpt.index as Google ships it, else the
+    only *.index there (e.g. model.ckpt-100000.index from a pretraining run)."""
+    if (folder / "bert_model.ckpt.index").is_file():
+        return folder / "bert_model.ckpt.index"
+    found = sorted(folder.glob("*.index"))
+    found = [p for p in found if not p.name.endswith(".index.json")]
+    if len(found) > 1:
+        raise CheckpointError(f"{folder} holds several TensorFlow checkpoints ({', '.join(p.name for p in found)});"
+                              " point at a folder with one")
+    return found[0] if found else None
 
 
 def _shards(index_path: Path) -> list[Path]:

@@ -48,14 +48,18 @@ class Encoder:
         self.max_batch_tokens = max_batch_tokens
 
     @classmethod
-    def from_pretrained(cls, name_or_path=None, *, device=None, dtype=None) -> Encoder:
+    def from_pretrained(cls, name_or_path=None, *, device=None, dtype=None, revision=None,
+                        local_files_only=False) -> Encoder:
         """Load a model folder or Hub id; None loads the default, all-MiniLM-L6-v2.
 
         A folder saved by sentence-transformers (modules.json, 1_Pooling/config.json,
         sentence_bert_config.json) sets the pooling, normalisation and maximum length its vectors were
         trained with. Without that metadata: mean pooling over real tokens, not normalised.
         """
-        folder = default_model() if name_or_path is None else resolve(name_or_path)
+        if name_or_path is None:
+            folder = default_model()
+        else:
+            folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
         settings = read_sentence_transformers_settings(folder)
         model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
         return cls(model, Tokenizer.from_pretrained(folder), **settings)

@@ -23,8 +23,10 @@ PYTORCH_FILES = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_m
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def resolve(name_or_path: str | os.PathLike) -> Path:
-    """Return a local folder for `name_or_path`: the folder itself, or a Hub snapshot of the files BERT needs."""
+def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None, local_files_only: bool = False) -> Path:
+    """Return a local folder for `name_or_path`: the folder itself, or a snapshot of the files BERT needs
+    from the Hugging Face Hub, through its cache (HF_HOME, HF_HUB_CACHE; HF_HUB_OFFLINE=1 or
+    `local_files_only=True` use the cache alone)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -33,11 +35,21 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     name = str(name_or_path)
     if not _HUB_ID.match(name) or name.startswith((".", "~")):
         raise FileNotFoundError(f"model folder not found: {path}")
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    at = f" at revision {revision!r}" if revision else ""
     try:
-        return _download(name)
+        return _download(name, revision=revision, local_files_only=local_files_only)
+    except LocalEntryNotFoundError as e:
+        from huggingface_hub import constants
+
+        raise FileNotFoundError(
+            f"{name!r}{at} is neither a local folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}), "
+            "and downloading is off (HF_HUB_OFFLINE=1 or local_files_only=True)"
+        ) from e
     except Exception as e:  # network, authentication, unknown repo: one message that says both tries
         raise FileNotFoundError(
-            f"{name!r} is not a local folder, and fetching it from the Hugging Face Hub failed: "
+            f"{name!r}{at} is not a local folder, and fetching it from the Hugging Face Hub failed: "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         ) from e
 
@@ -59,11 +71,15 @@ def default_model() -> Path:
         ) from e
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, revision: str | None = None, local_files_only: bool = False) -> Path:
     from huggingface_hub import snapshot_download
 
+    def fetch(patterns):
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=local_files_only,
+                                      allow_patterns=SMALL_FILES + patterns))
+
     # safetensors first; the pickle-based .bin only when a repo has no safetensors.
-    folder = Path(snapshot_download(repo_id, allow_patterns=SMALL_FILES + SAFETENSORS_FILES))
+    folder = fetch(SAFETENSORS_FILES)
     if not any(folder.glob("*.safetensors")):
-        folder = Path(snapshot_download(repo_id, allow_patterns=SMALL_FILES + PYTORCH_FILES))
+        folder = fetch(PYTORCH_FILES)
     return folder

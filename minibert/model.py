@@ -235,11 +235,14 @@ class BertModel(nn.Module):
         _check_range("position_ids", position_ids, c.max_position_embeddings, "max_position_embeddings")
 
     @classmethod
-    def from_pretrained(cls, name_or_path, *, device=None, dtype=None) -> BertModel:
-        """Load a checkpoint folder or Hub id (safetensors, sharded safetensors or pytorch_model.bin)."""
+    def from_pretrained(cls, name_or_path, *, device=None, dtype=None, revision=None,
+                        local_files_only=False) -> BertModel:
+        """Load a checkpoint folder or Hub id: safetensors (sharded or not), pytorch_model.bin, or a
+        Google TensorFlow checkpoint. Weights are float32 unless `dtype` says otherwise."""
         from minibert.weights import load_model
 
-        return load_model(name_or_path, device=device, dtype=dtype)
+        return load_model(name_or_path, device=device, dtype=dtype, revision=revision,
+                          local_files_only=local_files_only)
 
     def save_pretrained(self, directory) -> None:
         """Write `config.json` and `model.safetensors` under the Hugging Face names."""

@@ -36,14 +36,15 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, lowercase: bool | None = None, strip_accents: bool | None = None,
-                        tokenize_chinese_chars: bool | None = None) -> Tokenizer:
+                        tokenize_chinese_chars: bool | None = None, revision: str | None = None,
+                        local_files_only: bool = False) -> Tokenizer:
         """`tokenizer.json` when the folder has one, else `vocab.txt` (+ `tokenizer_config.json`).
 
         The keyword arguments override the folder's normalisation settings. A folder with only
         `vocab.txt` (as Google's releases ship) takes lower-casing from its name (uncased, cased,
         chinese) or from `lowercase=`.
         """
-        folder = resolve(name_or_path)
+        folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
         settings = _read_json(folder / "tokenizer_config.json")
         max_length = settings.get("model_max_length")
         if not isinstance(max_length, int) or not 0 < max_length <= 1_000_000:

@@ -261,8 +261,8 @@ def as_dtype(dtype) -> torch.dtype:
     return dtype
 
 
-def load_model(name_or_path, *, device=None, dtype=None) -> BertModel:
-    folder = resolve(name_or_path)
+def load_model(name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False) -> BertModel:
+    folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
     config = read_config(folder)
     tensors, origin = read_state_dict(folder)
     state, rest = encoder_weights(tensors, origin, config)

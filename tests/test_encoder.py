@@ -183,11 +183,11 @@ def test_default_model_is_the_installed_package(minilm_dir):
 def test_default_model_without_the_package(monkeypatch, minilm_dir):
     monkeypatch.setattr(minibert.hub.importlib.util, "find_spec", lambda name: None)
     fetched = []
-    monkeypatch.setattr(minibert.hub, "_download", lambda repo_id: fetched.append(repo_id) or minilm_dir)
+    monkeypatch.setattr(minibert.hub, "_download", lambda repo_id, **kw: fetched.append(repo_id) or minilm_dir)
     assert minibert.hub.default_model() == minilm_dir
     assert fetched == ["sentence-transformers/all-MiniLM-L6-v2"]
 
-    def offline(repo_id):
+    def offline(repo_id, **kwargs):
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(minibert.hub, "_download", offline)

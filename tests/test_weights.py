@@ -207,7 +207,7 @@ def test_missing_folder_and_empty_folder(tmp_path, tiny):
 def test_hub_id_that_cannot_be_fetched(monkeypatch):
     import minibert.hub
 
-    def offline(repo_id):
+    def offline(repo_id, **kwargs):
         raise OSError("no network")
 
     monkeypatch.setattr(minibert.hub, "_download", offline)

@@ -7,8 +7,11 @@ __version__ = "0.1.0"
 
 from minibert.config import BertConfig
 
-__all__ = ["BertConfig", "BertModel", "BertOutput", "CheckpointError", "Encoder", "Tokenizer", "similarity",
-           "__version__"]
+__all__ = [
+    "BertConfig", "BertModel", "BertOutput", "CheckpointError", "Encoder", "Tokenizer", "similarity", "fill_mask",
+    "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining", "BertForSequenceClassification",
+    "BertForTokenClassification", "BertForQuestionAnswering", "__version__",
+]
 
 _LAZY = {
     "BertModel": "minibert.model",
@@ -17,6 +20,13 @@ _LAZY = {
     "Tokenizer": "minibert.tokenizer",
     "Encoder": "minibert.encoder",
     "similarity": "minibert.encoder",
+    "fill_mask": "minibert.heads",
+    "BertForMaskedLM": "minibert.heads",
+    "BertForNextSentencePrediction": "minibert.heads",
+    "BertForPreTraining": "minibert.heads",
+    "BertForSequenceClassification": "minibert.heads",
+    "BertForTokenClassification": "minibert.heads",
+    "BertForQuestionAnswering": "minibert.heads",
 }
 
 

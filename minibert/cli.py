@@ -30,6 +30,14 @@ SIMILARITY_EXAMPLES = """examples:
   minibert similarity "A man is eating food." "A man eats a meal." "The sky is blue."
   minibert similarity 春眠不觉晓 大梦谁先觉 浓睡不消残酒 东临碣石以观沧海
 """
+FILL_MASK_EXAMPLES = """examples:
+  minibert fill-mask --model bert-base-uncased "Paris is the [MASK] of France."
+  minibert fill-mask --model chinese_L-12_H-768_A-12 --top-k 10 "春眠不觉[MASK]"
+
+The model needs its masked-language-model head (cls.predictions.*), as BertForPreTraining and
+BertForMaskedLM checkpoints and Google's releases have; sentence-embedding models such as the default
+all-MiniLM-L6-v2 do not.
+"""
 TOKENIZE_EXAMPLES = """examples:
   minibert tokenize "Unaffable, isn't it?"
   minibert tokenize "How old are you?" "I am six."
@@ -84,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="lower-case text (when the folder name does not say)")
     case.add_argument("--cased", dest="lowercase", action="store_const", const=False, help="keep case")
     convert.set_defaults(run=run_convert)
+
+    fill = add("fill-mask", "the most likely wordpieces for the [MASK] in a text", FILL_MASK_EXAMPLES)
+    fill.add_argument("text", metavar="TEXT", help="a text with one [MASK]")
+    fill.add_argument("--top-k", type=int, default=5, metavar="K", help="how many candidates (default: 5)")
+    fill.set_defaults(run=run_fill_mask)
 
     tokenize = add("tokenize", "show the wordpieces, ids and token types of a text (or pair)", TOKENIZE_EXAMPLES)
     tokenize.add_argument("text", metavar="TEXT")
@@ -167,6 +180,32 @@ def run_tokenize(args) -> None:
     print(f"{'#':>4}  {pad('token', width)}  {'id':>6}  type")
     for i, (token, id_, type_) in enumerate(zip(tokens, ids, types)):
         print(f"{i:>4}  {pad(token, width)}  {id_:>6}  {type_:>4}")
+
+
+def run_fill_mask(args) -> None:
+    import warnings
+
+    from minibert.heads import BertForMaskedLM, fill_mask
+    from minibert.hub import default_model
+    from minibert.tokenizer import Tokenizer
+
+    if args.top_k < 1:
+        raise UsageError(f"minibert fill-mask: --top-k must be positive, got {args.top_k}")
+    folder = args.model or default_model()
+    tokenizer = Tokenizer.from_pretrained(folder)
+    masks = tokenizer.tokenize(args.text).count("[MASK]")
+    if masks != 1:
+        raise UsageError(f"minibert fill-mask: the text must hold exactly one [MASK], it holds {masks}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a missing head is reported below, in one line
+        model = BertForMaskedLM.from_pretrained(folder)
+    if any(name.startswith("cls.predictions.") for name in model.newly_initialized):
+        raise UsageError(f"minibert fill-mask: {folder} has no masked-language-model head (cls.predictions.*); "
+                         "use a BertForPreTraining or BertForMaskedLM checkpoint")
+    candidates = fill_mask(model, tokenizer, args.text, top_k=args.top_k)
+    width = max(display_width(c["token"]) for c in candidates)
+    for c in candidates:
+        print(f"{pad(c['token'], width)}  {c['score']:.4f}")
 
 
 def run_convert(args) -> None:

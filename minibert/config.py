@@ -96,11 +96,11 @@ class BertConfig:
             raise ValueError(f"{path} does not hold a JSON object")
         return cls.from_dict(values, source=str(path))
 
-    def to_dict(self, architecture: str = "BertModel") -> dict:
+    def to_dict(self, architecture: str = "BertModel", **extra) -> dict:
         """The `config.json` that Hugging Face `transformers` reads as a BERT config."""
-        return {"architectures": [architecture], "model_type": "bert", **dataclasses.asdict(self)}
+        return {"architectures": [architecture], "model_type": "bert", **dataclasses.asdict(self), **extra}
 
-    def save_json(self, path: str | os.PathLike, architecture: str = "BertModel") -> None:
+    def save_json(self, path: str | os.PathLike, architecture: str = "BertModel", **extra) -> None:
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(architecture), f, indent=2, sort_keys=True)
+            json.dump(self.to_dict(architecture, **extra), f, indent=2, sort_keys=True)
             f.write("\n")

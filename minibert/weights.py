@@ -8,6 +8,7 @@ from Google's TensorFlow scopes); WEIGHT_MAP below is the one place they meet mi
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -52,6 +53,26 @@ WEIGHT_MAP = {
     "encoder.layer.{}.output.LayerNorm.bias": "layers.{}.ffn_norm.bias",
     "pooler.dense.weight": "pooler.dense.weight",
     "pooler.dense.bias": "pooler.dense.bias",
+}
+
+# Head keys (minibert/heads.py): Hugging Face name -> minibert name.
+HEAD_MAP = {
+    "cls.predictions.transform.dense.weight": "mlm.transform.weight",
+    "cls.predictions.transform.dense.bias": "mlm.transform.bias",
+    "cls.predictions.transform.LayerNorm.weight": "mlm.norm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "mlm.norm.bias",
+    "cls.predictions.bias": "mlm.bias",
+    "cls.seq_relationship.weight": "nsp.weight",
+    "cls.seq_relationship.bias": "nsp.bias",
+    "classifier.weight": "classifier.weight",
+    "classifier.bias": "classifier.bias",
+    "qa_outputs.weight": "qa_outputs.weight",
+    "qa_outputs.bias": "qa_outputs.bias",
+}
+# Copies of tied weights that some checkpoints store as well; the tie makes them redundant.
+TIED = {
+    "cls.predictions.decoder.weight": "the word embeddings",
+    "cls.predictions.decoder.bias": "cls.predictions.bias",
 }
 
 # Keys the encoder knowingly leaves alone, with the reason.
@@ -286,4 +307,75 @@ def save_model(model: BertModel, directory, prefix: str = "") -> None:
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save_json(directory / "config.json")
     tensors = {prefix + to_hf_name(n): t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
+    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+
+
+def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False,
+                    **kwargs):
+    """A model of one of the head classes in minibert/heads.py, from any checkpoint the encoder loads from.
+
+    The encoder must be complete (as for BertModel); head weights are taken where the checkpoint has
+    them, and the rest (a new classifier, a pooler a masked-LM checkpoint lacks) are initialised fresh
+    and named in a warning. Keys of other heads are ignored.
+    """
+    folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
+    config = read_config(folder)
+    tensors, origin = read_state_dict(folder)
+    encoder_state, rest = encoder_weights(tensors, origin, config)
+    found = {normalize_key(k): k for k in rest}
+    if "cls.predictions.bias" not in found and "cls.predictions.decoder.bias" in found:
+        found["cls.predictions.bias"] = found.pop("cls.predictions.decoder.bias")  # older checkpoints
+    head_state = {HEAD_MAP[norm]: key for norm, key in found.items() if norm in HEAD_MAP}
+    takes_labels = "num_labels" in inspect.signature(cls).parameters
+    if takes_labels and kwargs.get("num_labels") is None:  # from the checkpoint's classifier, else 2
+        kwargs["num_labels"] = tensors[head_state["classifier.weight"]].shape[0] if "classifier.weight" in \
+            head_state else 2
+
+    with torch.device("meta"):
+        expected = cls(config, **kwargs).state_dict()
+    state = {}
+    for name, t in encoder_state.items():
+        if "bert." + name in expected:
+            state["bert." + name] = t
+    for name in expected:
+        if name not in head_state:
+            continue
+        key = head_state[name]
+        t = tensors[key]
+        if tuple(t.shape) != tuple(expected[name].shape):
+            raise CheckpointError(f"{origin[key]}: {key!r} has shape {tuple(t.shape)}, but {cls.__name__} "
+                                  f"expects {tuple(expected[name].shape)}")
+        state[name] = t
+    missing = [name for name in expected if name not in state]
+    if missing:  # real weights with BERT's init for what the checkpoint lacks
+        model = cls(config, **kwargs)
+        model.newly_initialized = [hf_name(name) for name in missing]
+        warnings.warn(f"{folder}: {cls.__name__} weights not in the checkpoint, newly initialised: "
+                      f"{', '.join(model.newly_initialized)}", stacklevel=3)
+    else:
+        with torch.device("meta"):
+            model = cls(config, **kwargs)
+    model.load_state_dict(state, strict=not missing, assign=True)
+    return model.to(device=device or "cpu", dtype=as_dtype(dtype)).eval()
+
+
+def hf_name(name: str) -> str:
+    """The Hugging Face key of a parameter of a head model (`bert.` + encoder name, or a head name)."""
+    if name.startswith("bert."):
+        return "bert." + to_hf_name(name.removeprefix("bert."))
+    return {ours: theirs for theirs, ours in HEAD_MAP.items()}[name]
+
+
+def save_head_model(model, directory) -> None:
+    """`config.json` naming the head's class (and its labels) and `model.safetensors` under HF names."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    extra = {}
+    if "num_labels" in model.init_kwargs():
+        n = model.init_kwargs()["num_labels"]
+        extra = {"id2label": {str(i): f"LABEL_{i}" for i in range(n)}, "label2id": {f"LABEL_{i}": i for i in range(n)}}
+    model.config.save_json(directory / "config.json", type(model).__name__, **extra)
+    tensors = {hf_name(n): t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
     save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})

@@ -103,6 +103,19 @@ def test_model_matches_transformers_with_the_same_values(npz):
         assert_outputs_match(model(**inputs, **kwargs), reference.bert(**inputs, **kwargs), inputs["attention_mask"])
 
 
+def test_pretraining_heads_from_the_tensorflow_checkpoint(npz):
+    from minibert import BertForPreTraining
+
+    reference = reference_from_npz(npz)
+    model = BertForPreTraining.from_pretrained(FIXTURE)
+    assert model.newly_initialized == []
+    inputs = batch()
+    with torch.no_grad():
+        got, want = model(**inputs), reference(**inputs)
+    torch.testing.assert_close(got.prediction_logits, want.prediction_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.seq_relationship_logits, want.seq_relationship_logits, atol=1e-5, rtol=0)
+
+
 def test_convert_loads_in_transformers_and_matches(npz, tmp_path):
     import transformers
 

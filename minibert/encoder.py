@@ -35,8 +35,13 @@ class Encoder:
     """
 
     def __init__(self, model: BertModel, tokenizer: Tokenizer, *, pooling: str = "mean", normalize: bool = False,
-                 max_length: int | None = None, lowercase: bool = False, max_batch_tokens: int | None = 2048):
+                 max_length: int | None = None, lowercase: bool = False, max_batch_tokens: int | None = 2048,
+                 fast: bool = True):
         _check_pooling(pooling, model)
+        if fast:  # oneDNN linear layers with the GELU fused, on CPU (see minibert/fast.py); same weights
+            from minibert.fast import fuse_linear_layers
+
+            fuse_linear_layers(model)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.pooling = pooling
@@ -49,8 +54,12 @@ class Encoder:
 
     @classmethod
     def from_pretrained(cls, name_or_path=None, *, device=None, dtype=None, revision=None,
-                        local_files_only=False) -> Encoder:
+                        local_files_only=False, fast: bool = True) -> Encoder:
         """Load a model folder or Hub id; None loads the default, all-MiniLM-L6-v2.
+
+        `fast=True` runs the linear layers through oneDNN on CPU with the GELU fused (minibert/fast.py):
+        the same weights, results equal to the plain path up to float rounding; `fast=False` keeps the
+        plain model.
 
         A folder saved by sentence-transformers (modules.json, 1_Pooling/config.json,
         sentence_bert_config.json) sets the pooling, normalisation and maximum length its vectors were
@@ -62,7 +71,7 @@ class Encoder:
             folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
         settings = read_sentence_transformers_settings(folder)
         model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
-        return cls(model, Tokenizer.from_pretrained(folder), **settings)
+        return cls(model, Tokenizer.from_pretrained(folder), fast=fast, **settings)
 
     @property
     def dim(self) -> int:

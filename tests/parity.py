@@ -8,8 +8,9 @@ ATOL = 1e-5  # float32 on CPU, every output
 
 
 def assert_outputs_match(ours, ref, attention_mask=None, atol=ATOL, attentions=True):
-    """last_hidden_state and every hidden state at real (unpadded) positions, pooler_output, and every
-    attention map; assert_close prints the largest difference and where it is on failure."""
+    """last_hidden_state, every hidden state and every attention map at real (unpadded) positions (for
+    attention maps: the rows of real query tokens, over all keys), and pooler_output; assert_close
+    prints the largest difference and where it is on failure."""
     keep = slice(None) if attention_mask is None else attention_mask.bool()
     torch.testing.assert_close(ours.last_hidden_state[keep], ref.last_hidden_state[keep], atol=atol, rtol=0)
     torch.testing.assert_close(ours.pooler_output, ref.pooler_output, atol=atol, rtol=0)
@@ -21,6 +22,8 @@ def assert_outputs_match(ours, ref, attention_mask=None, atol=ATOL, attentions=T
     if attentions and ref.attentions is not None:
         assert len(ours.attentions) == len(ref.attentions)
         for i, (a, b) in enumerate(zip(ours.attentions, ref.attentions)):
+            # rows of real query tokens: (B, N, L, L) -> (B, L, N, L)[keep] -> (tokens, N, L)
+            a, b = a.transpose(1, 2)[keep], b.transpose(1, 2)[keep]
             torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m, i=i: f"attentions[{i}]: {m}")
 
 
@@ -35,7 +38,8 @@ def max_abs_diffs(ours, ref, attention_mask) -> dict[str, float]:
         pairs = zip(ours.hidden_states, ref.hidden_states)
         out["hidden_states"] = max((a - b)[keep].abs().max().item() for a, b in pairs)
     if ours.attentions is not None:
-        out["attentions"] = max((a - b).abs().max().item() for a, b in zip(ours.attentions, ref.attentions))
+        out["attentions"] = max((a - b).transpose(1, 2)[keep].abs().max().item()
+                                for a, b in zip(ours.attentions, ref.attentions))
     return out
 
 

@@ -1,0 +1,49 @@
+"""The oneDNN fast path (minibert/fast.py) against the plain model it was made from."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from parity import assert_outputs_match
+
+from minibert import BertModel, Encoder, Tokenizer
+from minibert.fast import FusedLinear, fuse_linear_layers, onednn_linear
+
+TEXTS = ["A man is eating food.", "Short.", "A somewhat longer sentence about the weather in spring " * 3, ""]
+
+
+def test_fused_model_matches_plain_model(minilm_dir):
+    plain = BertModel.from_pretrained(minilm_dir)
+    fused = fuse_linear_layers(copy.deepcopy(plain))
+    assert isinstance(fused.layers[0].ffn.up, FusedLinear) and fused.layers[0].ffn.up.gelu
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    batch = Tokenizer.from_pretrained(minilm_dir)(TEXTS)
+    with torch.inference_mode():
+        assert_outputs_match(fused(**batch, output_hidden_states=True, output_attentions=True),
+                             plain(**batch, output_hidden_states=True, output_attentions=True),
+                             batch["attention_mask"])
+
+
+def test_fused_linear_uses_onednn_only_for_inference():
+    if onednn_linear() is None:
+        pytest.skip("this torch build has no oneDNN linear kernel")
+    linear = torch.nn.Linear(8, 16)
+    fused = FusedLinear(linear, gelu=True)
+    x = torch.randn(3, 5, 8)
+    expected = torch.nn.functional.gelu(linear(x))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), expected, atol=1e-6, rtol=0)
+    y = fused(x)  # gradients wanted: the plain path, which autograd can differentiate
+    y.sum().backward()
+    assert linear.weight.grad is not None
+
+
+def test_encoder_fast_and_plain_agree(minilm_dir):
+    fast = Encoder.from_pretrained(minilm_dir)
+    plain = Encoder.from_pretrained(minilm_dir, fast=False)
+    assert isinstance(fast.model.layers[0].attention.query, FusedLinear)
+    assert not isinstance(plain.model.layers[0].attention.query, FusedLinear)
+    np.testing.assert_allclose(fast.encode(TEXTS), plain.encode(TEXTS), atol=1e-6, rtol=0)

@@ -166,10 +166,8 @@ class BertForPreTraining(_Head):
         return PreTrainingOutput(loss, prediction_logits, seq_relationship_logits)
 
 
-class BertForSequenceClassification(_Head):
-    """pooled [CLS] -> dropout -> linear. num_labels == 1 is regression (mean squared error); integer
-    labels are single-label classification (cross-entropy); float labels of shape (B, num_labels) are
-    multi-label (a sigmoid per label)."""
+class _LabelHead(_Head):
+    """dropout -> linear onto num_labels scores, on the pooled vector or on every token vector."""
 
     def __init__(self, config: BertConfig, num_labels: int = 2):
         super().__init__(config)
@@ -182,6 +180,12 @@ class BertForSequenceClassification(_Head):
 
     def init_kwargs(self):
         return {"num_labels": self.num_labels}
+
+
+class BertForSequenceClassification(_LabelHead):
+    """pooled [CLS] -> dropout -> linear. num_labels == 1 is regression (mean squared error); integer
+    labels are single-label classification (cross-entropy); float labels of shape (B, num_labels) are
+    multi-label (a sigmoid per label)."""
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None):
         pooled = self.bert(input_ids, attention_mask, token_type_ids, position_ids).pooler_output
@@ -197,22 +201,10 @@ class BertForSequenceClassification(_Head):
         return SequenceClassifierOutput(loss, logits)
 
 
-class BertForTokenClassification(_Head):
+class BertForTokenClassification(_LabelHead):
     """every token vector -> dropout -> linear: a label per token (named entities, parts of speech)."""
 
     add_pooler = False
-
-    def __init__(self, config: BertConfig, num_labels: int = 2):
-        super().__init__(config)
-        if isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1:
-            raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
-        self.num_labels = num_labels
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, num_labels)
-        self.init_weights()
-
-    def init_kwargs(self):
-        return {"num_labels": self.num_labels}
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None):
         h = self.bert(input_ids, attention_mask, token_type_ids, position_ids).last_hidden_state

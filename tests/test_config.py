@@ -83,3 +83,10 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="list.json does not hold a JSON object"):
         BertConfig.from_json(tmp_path / "list.json")
+
+
+def test_the_config_accepts_exactly_the_activations_the_model_has():
+    from minibert.config import SUPPORTED_ACTIVATIONS
+    from minibert.model import ACTIVATIONS
+
+    assert set(SUPPORTED_ACTIVATIONS) == set(ACTIVATIONS)

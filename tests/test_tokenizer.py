@@ -25,7 +25,7 @@ TEXTS = [
 PAIRS = ["Second segment.", "另一句话", "", "more ✨ text", "a b c", "z", "Q?", "pair", "y", "ok"]
 
 
-def compare(ours, theirs, texts, pairs=None, **kwargs):
+def assert_same_ids(ours, theirs, texts, pairs=None, **kwargs):
     got = ours(texts, pairs, **kwargs)
     want = theirs(texts, pairs, padding=True, return_tensors="pt", **kwargs)
     for key in ("input_ids", "token_type_ids", "attention_mask"):
@@ -41,14 +41,14 @@ def hf_fast(minilm_dir):
 
 def test_tokenizer_json_matches_reference(minilm_dir, hf_fast):
     tok = Tokenizer.from_pretrained(minilm_dir)
-    compare(tok, hf_fast, TEXTS)
+    assert_same_ids(tok, hf_fast, TEXTS)
     for text in TEXTS:
-        compare(tok, hf_fast, [text])
+        assert_same_ids(tok, hf_fast, [text])
 
 
 def test_pairs_match_reference(minilm_dir, hf_fast):
     tok = Tokenizer.from_pretrained(minilm_dir)
-    compare(tok, hf_fast, TEXTS, PAIRS)
+    assert_same_ids(tok, hf_fast, TEXTS, PAIRS)
     batch = tok(["first"], ["second"])
     assert batch["token_type_ids"].tolist() == [[0, 0, 0, 1, 1]]
 
@@ -56,8 +56,8 @@ def test_pairs_match_reference(minilm_dir, hf_fast):
 @pytest.mark.parametrize("max_length", [5, 16, 40])
 def test_truncation_matches_reference(minilm_dir, hf_fast, max_length):
     tok = Tokenizer.from_pretrained(minilm_dir)
-    compare(tok, hf_fast, TEXTS, truncation=True, max_length=max_length)
-    compare(tok, hf_fast, TEXTS, PAIRS, truncation=True, max_length=max_length)
+    assert_same_ids(tok, hf_fast, TEXTS, truncation=True, max_length=max_length)
+    assert_same_ids(tok, hf_fast, TEXTS, PAIRS, truncation=True, max_length=max_length)
 
 
 def test_file_padding_settings_are_not_applied(minilm_dir):
@@ -82,7 +82,7 @@ def test_vocab_txt_matches_original_algorithm(minilm_dir, tmp_path, lowercase):
     for text, pair in zip(TEXTS, PAIRS):
         assert tok([text], [pair])["input_ids"][0].tolist() == legacy(text, pair)["input_ids"], text
     fast = transformers.BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"), do_lower_case=lowercase)
-    compare(tok, fast, TEXTS, PAIRS)
+    assert_same_ids(tok, fast, TEXTS, PAIRS)
 
 
 def test_google_folder_lowercasing_from_name_or_argument(minilm_dir, tmp_path):

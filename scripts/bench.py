@@ -1,0 +1,292 @@
+"""minibert against the reference implementations, side by side in one run.
+
+    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart] [--repeats 5] [--json out.json]
+
+dense      full bert-base configuration (random weights), float32: minibert BertModel (oneDNN linear
+           layers) vs transformers.BertModel (its default SDPA attention) at 1x128, 8x128, 32x128, 8x512;
+           achieved GFLOP/s against a matrix-multiply roofline measured here, in this run
+corpus     all-MiniLM-L6-v2 on a variable-length corpus: minibert Encoder.encode vs sentence-transformers
+           encode vs plain transformers batches in input order (mean pooling), same batch size
+precision  minibert bfloat16 and dynamic int8 against its own float32 on the corpus: speed, embedding
+           cosine (min, mean), Spearman correlation of pairwise similarities
+memory     peak RSS of a fresh process that loads bert-base and encodes one batch, minus that of a
+           process that only imports torch; minibert vs transformers, against the weights file's size
+coldstart  a fresh process that embeds one sentence with the default model: minibert vs
+           sentence-transformers, wall time
+
+Runs alternate between the contenders after a warm-up; each figure is the median of --repeats runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_encode import make_corpus  # noqa: E402
+
+from minibert import BertModel, Encoder  # noqa: E402
+from minibert.fast import fuse_linear_layers, onednn_linear  # noqa: E402
+from minibert.hub import default_model  # noqa: E402
+
+RESULTS: dict = {}
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def alternate(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, the runs interleaved so drift on a shared machine hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def roofline() -> float:
+    """Best float32 GFLOP/s of a large matrix product here, through the default BLAS and through oneDNN."""
+    x, w, b = torch.randn(2048, 768), torch.randn(3072, 768), torch.zeros(3072)
+    flops = 2 * 2048 * 768 * 3072
+    best = flops / median_time(lambda: torch.nn.functional.linear(x, w, b), 10)
+    op = onednn_linear()
+    if op is not None:
+        best = max(best, flops / median_time(lambda: op(x, w, b, "none", [], ""), 10))
+    return best / 1e9
+
+
+def encoder_flops(config, B: int, L: int) -> float:
+    H, I, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per_layer = 2 * B * L * (4 * H * H + 2 * H * I) + 4 * B * L * L * H  # projections + QK^T and PV
+    return layers * per_layer + 2 * B * H * H  # + pooler
+
+
+def bert_base_folder(tmp: Path) -> Path:
+    import transformers
+
+    folder = tmp / "bert-base"
+    if not folder.exists():
+        torch.manual_seed(0)
+        transformers.BertModel(transformers.BertConfig()).save_pretrained(folder)
+    return folder
+
+
+def case_dense(args, tmp):
+    import transformers
+
+    folder = bert_base_folder(tmp)
+    ours = fuse_linear_layers(BertModel.from_pretrained(folder))
+    theirs = transformers.BertModel.from_pretrained(folder).eval()  # default attention: SDPA
+    peak = roofline()
+    print(f"\n## dense: bert-base float32, roofline {peak:.0f} GFLOP/s (best matrix product measured here)")
+    print(f"{'B x L':>8}{'minibert s':>12}{'HF s':>10}{'ratio':>8}{'tokens/s':>10}{'GFLOP/s':>9}{'% roof':>8}")
+    rows = []
+    for B, L in ((1, 128), (8, 128), (32, 128), (8, 512)):
+        ids = torch.randint(1000, 30000, (B, L))
+        with torch.inference_mode():
+            t = alternate({"ours": lambda ids=ids: ours(ids), "theirs": lambda ids=ids: theirs(ids)}, args.repeats)
+        gflops = encoder_flops(ours.config, B, L) / t["ours"] / 1e9
+        row = dict(batch=B, length=L, minibert_s=t["ours"], transformers_s=t["theirs"],
+                   ratio=t["theirs"] / t["ours"], tokens_per_s=B * L / t["ours"], gflops=gflops,
+                   roofline_fraction=gflops / peak)
+        rows.append(row)
+        print(f"{f'{B}x{L}':>8}{row['minibert_s']:12.4f}{row['transformers_s']:10.4f}{row['ratio']:8.2f}"
+              f"{row['tokens_per_s']:10.0f}{gflops:9.0f}{gflops / peak:8.0%}")
+    RESULTS["dense"] = {"roofline_gflops": peak, "rows": rows}
+
+
+def plain_transformers_encode(model, tokenizer, texts, batch_size, max_length):
+    """What a script written against transformers does: batches in input order, mean pooling."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt")
+            h = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            v = (h * mask).sum(1) / mask.sum(1)
+            out.append(torch.nn.functional.normalize(v, dim=1))
+    return torch.cat(out).numpy()
+
+
+def case_corpus(args, tmp):
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    folder = str(default_model())
+    ours = Encoder.from_pretrained(folder)
+    st = SentenceTransformer(folder, device="cpu")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    hf = transformers.BertModel.from_pretrained(folder).eval()
+    corpus = make_corpus(ours.tokenizer, args.texts)
+    n_tokens = sum(len(e.ids) for e in ours.tokenizer.encode(corpus, max_length=256))
+    results = {}
+    fns = {
+        "minibert": lambda: results.__setitem__("minibert", ours.encode(corpus, batch_size=32)),
+        "sentence-transformers": lambda: results.__setitem__("st", st.encode(corpus, batch_size=32)),
+        "transformers": lambda: results.__setitem__("hf", plain_transformers_encode(hf, hf_tok, corpus, 32, 256)),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = alternate(fns, args.repeats)
+    diff_st = float(np.abs(results["minibert"] - results["st"]).max())
+    diff_hf = float(np.abs(results["minibert"] - results["hf"]).max())
+    print(f"\n## corpus: all-MiniLM-L6-v2, {len(corpus)} texts, {n_tokens} tokens, batch size 32, float32")
+    print(f"{'':24}{'seconds':>9}{'texts/s':>9}{'minibert is':>14}")
+    for name, seconds in t.items():
+        print(f"{name:24}{seconds:9.2f}{len(corpus) / seconds:9.1f}{t[name] / t['minibert']:13.2f}x")
+    print(f"max abs diff of embeddings: vs sentence-transformers {diff_st:.1e}, vs transformers {diff_hf:.1e}")
+    RESULTS["corpus"] = {"texts": len(corpus), "tokens": n_tokens, "seconds": t, "max_abs_diff_st": diff_st,
+                         "max_abs_diff_transformers": diff_hf}
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = a.argsort().argsort().astype(float), b.argsort().argsort().astype(float)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def case_precision(args, tmp):
+    folder = default_model()
+    f32 = Encoder.from_pretrained(folder)
+    bf16 = Encoder.from_pretrained(folder, dtype=torch.bfloat16)
+    int8 = Encoder.from_pretrained(folder, fast=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization announces its move to torchao
+        int8.model = torch.ao.quantization.quantize_dynamic(int8.model, {torch.nn.Linear}, dtype=torch.qint8)
+    corpus = make_corpus(f32.tokenizer, min(args.texts, 500), seed=1)
+    vectors = {}
+    fns = {name: (lambda e=e, name=name: vectors.__setitem__(name, e.encode(corpus)))
+           for name, e in (("float32", f32), ("bfloat16", bf16), ("int8", int8))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = alternate(fns, args.repeats)
+    ref = vectors["float32"]
+    iu = np.triu_indices(len(corpus), 1)
+    print(f"\n## precision: all-MiniLM-L6-v2 on CPU, {len(corpus)} texts")
+    print(f"{'':10}{'seconds':>9}{'speed-up':>10}{'cos min':>9}{'cos mean':>9}{'Spearman':>10}")
+    rows = {}
+    for name, v in vectors.items():
+        cos = (v * ref).sum(1)
+        rho = spearman((v @ v.T)[iu], (ref @ ref.T)[iu])
+        rows[name] = dict(seconds=t[name], speedup=t["float32"] / t[name], cos_min=float(cos.min()),
+                          cos_mean=float(cos.mean()), spearman=rho)
+        print(f"{name:10}{t[name]:9.2f}{t['float32'] / t[name]:9.2f}x{cos.min():9.4f}{cos.mean():9.4f}{rho:10.4f}")
+    RESULTS["precision"] = rows
+
+
+# VmHWM, the peak resident set of this process image: unlike ru_maxrss it starts afresh at exec, so the
+# benchmark's own memory (inherited through fork) does not count.
+PEAK_RSS = """
+import sys, torch
+if sys.argv[1] != "baseline":
+    ids = torch.randint(1000, 30000, (8, 128))
+    if sys.argv[1] == "minibert":
+        from minibert import BertModel
+        model = BertModel.from_pretrained(sys.argv[2])
+    else:
+        import transformers
+        model = transformers.BertModel.from_pretrained(sys.argv[2]).eval()
+    with torch.inference_mode():
+        model(ids)
+print([int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM")][0])
+"""
+
+
+def case_memory(args, tmp):
+    folder = bert_base_folder(tmp)
+    size = (folder / "model.safetensors").stat().st_size
+
+    def peak(who):
+        out = subprocess.run([sys.executable, "-c", PEAK_RSS, who, str(folder)], capture_output=True, text=True,
+                             check=True)
+        return int(out.stdout.split()[-1])
+
+    base = statistics.median(peak("baseline") for _ in range(3))
+    rows = {who: statistics.median(peak(who) for _ in range(3)) - base for who in ("minibert", "transformers")}
+    print(f"\n## memory: bert-base, load + one 8x128 batch; weights file {size / 2**20:.0f} MiB; "
+          f"peak RSS above `import torch` ({base / 2**20:.0f} MiB)")
+    for who, extra in rows.items():
+        print(f"{who:14}{extra / 2**20:8.0f} MiB{extra / size:8.2f}x the weights file")
+    RESULTS["memory"] = {"weights_bytes": size, "baseline_bytes": base, "extra_bytes": rows}
+
+
+COLD = {
+    "minibert": "from minibert import Encoder; Encoder.from_pretrained().encode('A first sentence.')",
+    "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
+                             f"SentenceTransformer({str(default_model())!r}, device='cpu').encode('A first sentence.')",
+}
+
+
+def case_coldstart(args, tmp):
+    def once(code):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        return time.perf_counter() - start
+
+    t = {who: [] for who in COLD}
+    for _ in range(args.repeats):
+        for who, code in COLD.items():
+            t[who].append(once(code))
+    t = {who: statistics.median(v) for who, v in t.items()}
+    print("\n## cold start: a new process embeds one sentence with all-MiniLM-L6-v2")
+    for who, seconds in t.items():
+        print(f"{who:24}{seconds:8.2f} s{seconds / t['sentence-transformers']:8.2f}x sentence-transformers'")
+    RESULTS["coldstart"] = t
+
+
+CASES = {"dense": case_dense, "corpus": case_corpus, "precision": case_precision, "memory": case_memory,
+         "coldstart": case_coldstart}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--texts", type=int, default=2000, help="corpus size (default 2000)")
+    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = parser.parse_args()
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or "cpu")
+    header = dict(machine=platform.machine(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
+                  torch=torch.__version__, transformers=transformers.__version__, device=device)
+    print("# " + ", ".join(f"{k} {v}" for k, v in header.items()))
+    RESULTS["machine"] = header
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in cases:
+            CASES[case](args, Path(tmp))
+    if args.json:
+        Path(args.json).write_text(json.dumps(RESULTS, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

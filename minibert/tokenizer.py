@@ -56,7 +56,7 @@ class Tokenizer:
         if (folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer as Backend
 
-            spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+            spec = _read_json(folder / "tokenizer.json")
             if overrides:
                 if (spec.get("normalizer") or {}).get("type") != "BertNormalizer":
                     raise ValueError(f"{folder / 'tokenizer.json'}: no BertNormalizer to apply {overrides} to")

@@ -55,3 +55,14 @@ def test_fully_padded_row_stays_finite(model):
     for attentions in (False, True):
         out = model(ids(2, 3), attention_mask=mask, output_attentions=attentions)
         assert torch.isfinite(out.last_hidden_state).all() and torch.isfinite(out.pooler_output).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fully_padded_row_stays_finite_in_half_precision(model, dtype):
+    half = BertModel(model.config).eval().to(dtype)
+    mask = torch.tensor([[1, 1, 1, 0], [0, 0, 0, 0]])
+    with torch.no_grad():
+        for attentions in (False, True):
+            out = half(ids(2, 4), attention_mask=mask, output_attentions=attentions)
+            assert out.last_hidden_state.dtype == dtype
+            assert torch.isfinite(out.last_hidden_state).all() and torch.isfinite(out.pooler_output).all()

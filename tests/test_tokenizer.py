@@ -128,3 +128,17 @@ def test_bad_inputs(minilm_dir, tmp_path):
     (tmp_path / "vocab.txt").write_text("a\nb\n")
     with pytest.raises(ValueError, match=r"vocab.txt has no \[UNK\] token"):
         Tokenizer.from_pretrained(tmp_path, lowercase=True)
+
+
+def test_corrupt_tokenizer_files_name_the_file(minilm_dir, tmp_path):
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nonsense"}}')
+    with pytest.raises(ValueError, match=r"tokenizer\.json: not a valid tokenizer file"):
+        Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").write_text('{"version": "1.0", "mod')
+    with pytest.raises(ValueError, match=r"tokenizer\.json is not valid JSON"):
+        Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").unlink()
+    shutil.copy(minilm_dir / "vocab.txt", tmp_path / "vocab.txt")
+    (tmp_path / "tokenizer_config.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"tokenizer_config\.json is not valid JSON"):
+        Tokenizer.from_pretrained(tmp_path)

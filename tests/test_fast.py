@@ -64,3 +64,14 @@ def test_forward_unpadded_equals_the_padded_path(minilm_dir):
     assert (packed.last_hidden_state[~keep] == 0).all()
     with pytest.raises(ValueError, match="input_ids holds 30522"):
         forward_unpadded(model, torch.full((1, 3), 30522), torch.ones(1, 3, dtype=torch.long))
+
+
+def test_encoder_runs_batches_side_by_side_and_restores_threads(minilm_dir):
+    fast = Encoder.from_pretrained(minilm_dir)
+    plain = Encoder.from_pretrained(minilm_dir, fast=False)
+    texts = [f"sentence number {i} " * (i % 7 + 1) for i in range(40)]
+    before = torch.get_num_threads()
+    got = fast.encode(texts, batch_size=3)  # 14 batches, one per core at a time
+    assert torch.get_num_threads() == before
+    np.testing.assert_allclose(got, plain.encode(texts, batch_size=3), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(got, fast.encode(texts, batch_size=40), atol=1e-6, rtol=0)

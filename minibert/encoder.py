@@ -42,7 +42,7 @@ class Encoder:
             from minibert.fast import fuse_linear_layers
 
             fuse_linear_layers(model)
-        self.fast = fast
+        self.fast = fast  # also: batches side by side on CPU cores, in encode
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.pooling = pooling
@@ -58,9 +58,9 @@ class Encoder:
                         local_files_only=False, fast: bool = True) -> Encoder:
         """Load a model folder or Hub id; None loads the default, all-MiniLM-L6-v2.
 
-        `fast=True` runs the linear layers through oneDNN on CPU with the GELU fused (minibert/fast.py):
-        the same weights, results equal to the plain path up to float rounding; `fast=False` keeps the
-        plain model.
+        `fast=True`, on CPU: the linear layers run through oneDNN with the GELU fused (minibert/fast.py),
+        and batches run side by side, one per core; the same weights, results equal to the plain path up
+        to float rounding. `fast=False` keeps the plain model and one batch at a time.
 
         A folder saved by sentence-transformers (modules.json, 1_Pooling/config.json,
         sentence_bert_config.json) sets the pooling, normalisation and maximum length its vectors were

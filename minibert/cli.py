@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import warnings
+
+    # A warning (texts truncated, a head newly initialised) is one line for a person at a terminal.
+    warnings.formatwarning = lambda message, category, *rest: f"minibert: warning: {message}\n"
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -123,3 +123,10 @@ def test_console_script_is_installed():
     assert exe is not None, "pip install -e . puts a minibert command on PATH"
     result = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == f"minibert {minibert.__version__}"
+
+
+def test_truncation_warning_is_one_line():
+    result = run("embed", "--format", "tsv", "--max-length", "4", stdin="one two three four five\nshort\n")
+    assert result.returncode == 0
+    expected = "minibert: warning: 1 of 2 texts were longer than 4 tokens and were truncated"
+    assert result.stderr.decode().strip() == expected

@@ -27,6 +27,16 @@ def assert_outputs_match(ours, ref, attention_mask=None, atol=ATOL, attentions=T
             torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m, i=i: f"attentions[{i}]: {m}")
 
 
+def assert_both_paths_match(model, reference, batch: dict, atol=ATOL):
+    """minibert's explicit attention path (maps returned) and its fused path against the reference."""
+    with torch.no_grad():
+        expected = reference(**batch, output_hidden_states=True, output_attentions=True)
+        ours = model(**batch, output_hidden_states=True, output_attentions=True)
+        assert_outputs_match(ours, expected, batch["attention_mask"], atol=atol)
+        fused = model(**batch, output_hidden_states=True)
+        assert_outputs_match(fused, expected, batch["attention_mask"], atol=atol, attentions=False)
+
+
 def max_abs_diffs(ours, ref, attention_mask) -> dict[str, float]:
     """The largest |difference| per output, for reports."""
     keep = attention_mask.bool()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity import assert_outputs_match
+from parity import assert_both_paths_match, assert_outputs_match
 from test_model_parity import SENTENCES, padded_batch, tiny_reference
 
 from minibert import BertModel, Tokenizer
@@ -44,13 +44,7 @@ def test_minilm_float32(minilm_dir, hf_minilm):
 
     ref = copy.deepcopy(hf_minilm).cuda()
     model = BertModel.from_pretrained(minilm_dir, device="cuda")
-    batch = to_cuda(Tokenizer.from_pretrained(minilm_dir)(SENTENCES))
-    with torch.no_grad():
-        expected = ref(**batch, output_hidden_states=True, output_attentions=True)
-        assert_outputs_match(model(**batch, output_hidden_states=True, output_attentions=True), expected,
-                             batch["attention_mask"])
-        assert_outputs_match(model(**batch, output_hidden_states=True), expected, batch["attention_mask"],
-                             attentions=False)
+    assert_both_paths_match(model, ref, to_cuda(Tokenizer.from_pretrained(minilm_dir)(SENTENCES)))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity import assert_outputs_match, randomize_
+from parity import assert_both_paths_match, assert_outputs_match, randomize_
 
 from minibert import BertModel, Tokenizer
 
@@ -140,12 +140,7 @@ def test_minilm_real_weights(minilm_dir, hf_minilm):
     model = BertModel.from_pretrained(minilm_dir)
     batch = Tokenizer.from_pretrained(minilm_dir)(SENTENCES)
     assert batch["attention_mask"].sum(1).min() < batch["attention_mask"].shape[1]  # padding present
-    with torch.no_grad():
-        expected = hf_minilm(**batch, output_hidden_states=True, output_attentions=True)
-        assert_outputs_match(model(**batch, output_hidden_states=True, output_attentions=True), expected,
-                             batch["attention_mask"])
-        assert_outputs_match(model(**batch, output_hidden_states=True), expected, batch["attention_mask"],
-                             attentions=False)
+    assert_both_paths_match(model, hf_minilm, batch)
 
 
 def test_minilm_sentence_pairs(minilm_dir, hf_minilm):

@@ -65,3 +65,36 @@ def test_minilm_half_precision(minilm_dir, dtype):
                 torch.testing.assert_close(a[keep], b[keep], atol=tol, rtol=tol)
             torch.testing.assert_close(ours.pooler_output, expected.pooler_output, atol=tol, rtol=tol)
             assert torch.isfinite(ours.last_hidden_state).all()
+
+
+def test_encoder_on_cuda_matches_cpu(minilm_dir):
+    import numpy as np
+
+    from minibert import Encoder
+
+    cpu = Encoder.from_pretrained(minilm_dir).encode(SENTENCES)
+    gpu = Encoder.from_pretrained(minilm_dir, device="cuda").encode(SENTENCES)
+    np.testing.assert_allclose(gpu, cpu, atol=1e-5, rtol=0)
+
+
+def test_pretraining_heads_and_gradients_on_cuda(tmp_path):
+    import transformers
+
+    from minibert import BertForPreTraining
+
+    config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=37, max_position_embeddings=40, attn_implementation="eager")
+    ref = transformers.BertForPreTraining(config).cuda().eval()
+    ref.save_pretrained(tmp_path)
+    ours = BertForPreTraining.from_pretrained(tmp_path, device="cuda")
+    input_ids, attention_mask, token_type_ids = (t.cuda() for t in padded_batch(types=2))
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    nsp = torch.tensor([0, 1, 0, 1], device="cuda")
+    o = ours(input_ids, attention_mask, token_type_ids, labels=labels, next_sentence_label=nsp)
+    r = ref(input_ids, attention_mask, token_type_ids, labels=labels, next_sentence_label=nsp)
+    torch.testing.assert_close(o.prediction_logits, r.prediction_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(o.loss, r.loss, atol=1e-5, rtol=0)
+    o.loss.backward()
+    r.loss.backward()
+    torch.testing.assert_close(ours.bert.embeddings.word_embeddings.weight.grad,
+                               ref.bert.embeddings.word_embeddings.weight.grad, rtol=1e-4, atol=1e-6)

@@ -11,6 +11,17 @@ from dataclasses import dataclass
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
+def read_json(path: str | os.PathLike):
+    """The JSON value in `path`; errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
 @dataclass
 class BertConfig:
     """Field names are those of a Hugging Face `config.json`; Google's `bert_config.json` uses the same ones.
@@ -85,13 +96,7 @@ class BertConfig:
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> BertConfig:
         """Read a Hugging Face `config.json` or Google's `bert_config.json`."""
-        try:
-            with open(path, encoding="utf-8") as f:
-                values = json.load(f)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from None
+        values = read_json(path)
         if not isinstance(values, dict):
             raise ValueError(f"{path} does not hold a JSON object")
         return cls.from_dict(values, source=str(path))

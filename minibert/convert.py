@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minibert.hub import resolve
 from minibert.tokenizer import Tokenizer
-from minibert.weights import CheckpointError, encoder_weights, normalize_key, read_config, read_state_dict
+from minibert.weights import CheckpointError, encoder_weights, normalize_key, read_checkpoint
 
 
 def convert(src, out, *, lowercase: bool | None = None) -> Path:
@@ -20,12 +19,10 @@ def convert(src, out, *, lowercase: bool | None = None) -> Path:
     """
     from safetensors.torch import save_file
 
-    folder = resolve(src)
+    folder, config, tensors, origin = read_checkpoint(src)
     out = Path(out)
     if out.resolve() == folder.resolve():
         raise ValueError(f"the output folder {out} is the source folder; choose another")
-    config = read_config(folder)
-    tensors, origin = read_state_dict(folder)
     encoder_weights(tensors, origin, config)  # every encoder weight there, with the config's shapes
     tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
     tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_position_embeddings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from minibert.config import read_json
 from minibert.hub import default_model, resolve
 from minibert.model import BertModel
 from minibert.tokenizer import Tokenizer, as_text_list
@@ -196,7 +196,7 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
     modules_file = Path(folder) / "modules.json"
     if not modules_file.is_file():
         return {}
-    modules = _read_json(modules_file)
+    modules = read_json(modules_file)
     if not isinstance(modules, list):
         raise ValueError(f"{modules_file}: expected a list of modules")
     settings = {"normalize": False}
@@ -208,8 +208,9 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
             settings["normalize"] = True
         elif kind == "Pooling":
             config_file = Path(folder) / module.get("path", "") / "config.json"
-            modes = [name for key, name in _ST_POOLING_KEYS.items() if _read_json(config_file).get(key)]
-            others = [k for k, v in _read_json(config_file).items()
+            switches = read_json(config_file)
+            modes = [name for key, name in _ST_POOLING_KEYS.items() if switches.get(key)]
+            others = [k for k, v in switches.items()
                       if k.startswith("pooling_mode_") and k not in _ST_POOLING_KEYS and v]
             if len(modes) != 1 or others:
                 raise ValueError(f"{config_file}: minibert pools one way at a time; this asks for {modes + others}")
@@ -218,7 +219,7 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
             raise ValueError(f"{modules_file}: module type {module.get('type')!r} is not supported by minibert")
     st_config = Path(folder) / "sentence_bert_config.json"
     if st_config.is_file():
-        values = _read_json(st_config)
+        values = read_json(st_config)
         if values.get("max_seq_length"):
             settings["max_length"] = int(values["max_seq_length"])
         settings["lowercase"] = bool(values.get("do_lower_case", False))
@@ -230,15 +231,6 @@ def _check_pooling(pooling, model):
         raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
     if pooling == "pooler" and model.pooler is None:
         raise ValueError("pooling 'pooler' needs pooler weights, and this checkpoint has none")
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} is missing") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
 def _progress(iterable, enabled: bool, total: int):

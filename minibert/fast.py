@@ -13,14 +13,18 @@ path, so the model stays correct wherever it runs.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minibert.model import BertModel, BertOutput
+from minibert.model import BertModel, BertOutput, additive_mask
 
 
-def _onednn_linear():
+@functools.cache
+def onednn_linear():
+    """The oneDNN linear kernel, or None where this torch build cannot run it (checked once)."""
     op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
     if op is None or not torch.backends.mkldnn.is_available():
         return None
@@ -31,18 +35,6 @@ def _onednn_linear():
     except (RuntimeError, NotImplementedError):
         return None
     return op
-
-
-_OP = None
-_CHECKED = False
-
-
-def onednn_linear():
-    """The oneDNN linear kernel, or None where this torch build cannot run it."""
-    global _OP, _CHECKED
-    if not _CHECKED:
-        _OP, _CHECKED = _onednn_linear(), True
-    return _OP
 
 
 class FusedLinear(nn.Linear):
@@ -104,7 +96,7 @@ def forward_unpadded(model: BertModel, input_ids, attention_mask, token_type_ids
     positions = torch.arange(L, device=input_ids.device).expand(B, L)
     x = model.embeddings(input_ids[keep], token_type_ids[keep], positions[keep])  # (T, H)
     T, H = x.shape
-    mask = (1.0 - keep[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min  # (B, 1, 1, L)
+    mask = additive_mask(attention_mask, x.dtype)  # (B, 1, 1, L)
     for layer in model.layers:
         attention = layer.attention
         N, D = attention.num_heads, attention.head_size

@@ -145,6 +145,17 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(x[:, 0]))  # (B, L, H) -> (B, H)
 
 
+def additive_mask(attention_mask, dtype):
+    """(B, L) 1/0 padding mask -> (B, 1, 1, L) scores to add: 0 where a key may be attended, the most
+    negative number of `dtype` where it is padding, so softmax gives it weight exp(-huge) = 0.
+
+    It is built in the compute dtype: float32's minimum cast to float16 overflows to -inf, and a fully
+    padded row of -inf turns into NaN; finfo(dtype).min stays finite and such a row merely averages.
+    """
+    keep = attention_mask[:, None, None, :].to(dtype)  # (B, 1, 1, L), broadcast over heads and queries
+    return (1.0 - keep) * torch.finfo(dtype).min
+
+
 class BertModel(nn.Module):
     def __init__(self, config: BertConfig, add_pooler: bool = True):
         super().__init__()
@@ -187,14 +198,7 @@ class BertModel(nn.Module):
 
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, L, H)
 
-        # The padding mask is additive: 0 where a key may be attended, the most negative number of the
-        # compute dtype where it is padding, so softmax gives it weight exp(-huge) = 0. It is built in
-        # the compute dtype: float32's minimum cast to float16 overflows to -inf, and a fully padded
-        # row of -inf turns into NaN; finfo(dtype).min stays finite and such a row merely averages.
-        mask = None
-        if attention_mask is not None:
-            keep = attention_mask[:, None, None, :].to(x.dtype)  # (B, 1, 1, L), broadcast over heads and queries
-            mask = (1.0 - keep) * torch.finfo(x.dtype).min
+        mask = None if attention_mask is None else additive_mask(attention_mask, x.dtype)  # (B, 1, 1, L)
 
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from minibert.config import read_json
 from minibert.hub import resolve
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -45,7 +46,8 @@ class Tokenizer:
         chinese) or from `lowercase=`.
         """
         folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
-        settings = _read_json(folder / "tokenizer_config.json")
+        settings = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
+        settings = settings if isinstance(settings, dict) else {}
         max_length = settings.get("model_max_length")
         if not isinstance(max_length, int) or not 0 < max_length <= 1_000_000:
             max_length = 512  # unset, or the "very large integer" placeholder of some configs
@@ -56,7 +58,7 @@ class Tokenizer:
         if (folder / "tokenizer.json").is_file():
             from tokenizers import Tokenizer as Backend
 
-            spec = _read_json(folder / "tokenizer.json")
+            spec = read_json(folder / "tokenizer.json")
             if overrides:
                 if (spec.get("normalizer") or {}).get("type") != "BertNormalizer":
                     raise ValueError(f"{folder / 'tokenizer.json'}: no BertNormalizer to apply {overrides} to")
@@ -222,16 +224,6 @@ def as_text_list(texts, name: str) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"{name}[{i}] is {type(t).__name__} {t!r:.40}, not a string")
     return list(texts)
-
-
-def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        return {}
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from None
-    return value if isinstance(value, dict) else {}
 
 
 def _lowercase_from_name(folder: os.PathLike) -> bool | None:

@@ -284,10 +284,15 @@ def as_dtype(dtype) -> torch.dtype:
     return dtype
 
 
-def load_model(name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False) -> BertModel:
+def read_checkpoint(name_or_path, *, revision=None, local_files_only=False):
+    """folder, config, every tensor, and the file each came from, for a folder or Hub id."""
     folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
-    config = read_config(folder)
-    tensors, origin = read_state_dict(folder)
+    return (folder, read_config(folder), *read_state_dict(folder))
+
+
+def load_model(name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False) -> BertModel:
+    folder, config, tensors, origin = read_checkpoint(name_or_path, revision=revision,
+                                                      local_files_only=local_files_only)
     state, rest = encoder_weights(tensors, origin, config)
     if rest:
         logger.info("%s: left %d non-encoder keys unused (%s, ...)", folder, len(rest), rest[0])
@@ -320,9 +325,8 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
     them, and the rest (a new classifier, a pooler a masked-LM checkpoint lacks) are initialised fresh
     and named in a warning. Keys of other heads are ignored.
     """
-    folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
-    config = read_config(folder)
-    tensors, origin = read_state_dict(folder)
+    folder, config, tensors, origin = read_checkpoint(name_or_path, revision=revision,
+                                                      local_files_only=local_files_only)
     encoder_state, rest = encoder_weights(tensors, origin, config)
     found = {normalize_key(k): k for k in rest}
     if "cls.predictions.bias" not in found and "cls.predictions.decoder.bias" in found:

@@ -4,11 +4,14 @@
 
 `fuse_linear_layers(model)` runs the encoder's Linear layers on CPU through oneDNN, the kernel library
 PyTorch's own compiler (inductor) emits for CPU linear layers, with the feed-forward GELU fused into
-the first projection. On the 2-core AVX-512 machine this project is measured on, a (2048, 384) x
-(384, 1536) float32 product runs at ~215 GFLOP/s through oneDNN against ~190 through the default
-BLAS, and the fused GELU saves a pass over the widest activation. Results differ from the plain path
-by float rounding only. Anything else (training, CUDA, a torch without the kernel) takes the plain
-path, so the model stays correct wherever it runs.
+the first projection, and each weight reordered once into oneDNN's blocked layout instead of on every
+call. On the 2-core AVX-512 machine this project is measured on, a (2048, 384) x (384, 1536) float32
+product runs at ~215 GFLOP/s through oneDNN against ~190 through the default BLAS; the pre-packed
+weight gains another 3-4%, the fused GELU saves a pass over the widest activation. The price is memory:
+the packed weights are a second copy of the linear layers' weights (42 MB for all-MiniLM-L6-v2, 340 MB
+for bert-base), kept so that the model itself, its parameters and its state dict stay as they were.
+Results differ from the plain path by float rounding only. Anything else (training, CUDA, a torch
+without the kernel) takes the plain path, so the model stays correct wherever it runs.
 """
 
 from __future__ import annotations
@@ -30,11 +33,17 @@ def onednn_linear():
         return None
     try:  # present in the build, and able to run here
         x, w, b = torch.ones(2, 4), torch.ones(3, 4), torch.zeros(3)
-        if not torch.equal(op(x, w, b, "none", [], ""), F.linear(x, w, b)):
+        if not torch.equal(op(x, pack_weight(w), b, "none", [], ""), F.linear(x, w, b)):
             return None
-    except (RuntimeError, NotImplementedError):
+    except (RuntimeError, NotImplementedError, AttributeError):
         return None
     return op
+
+
+def pack_weight(weight):
+    """(out, in) weight -> the same values in oneDNN's blocked layout for matrix products of a few hundred
+    rows or more (the row-count hint), an opaque CPU tensor that only the oneDNN kernel reads."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 512)
 
 
 class FusedLinear(nn.Linear):
@@ -46,15 +55,30 @@ class FusedLinear(nn.Linear):
                          device="meta")
         self.weight, self.bias = linear.weight, linear.bias  # shared, not copied
         self.gelu = gelu
+        self._packed = None  # (which weight it was made from, packed weight), made on first use
 
     def forward(self, x):
         op = onednn_linear()
-        fast = (op is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-                and self.bias is not None and not (torch.is_grad_enabled() and self.weight.requires_grad))
+        fast = (op is not None and x.device.type == "cpu" and x.dtype == self.weight.dtype
+                and x.dtype in (torch.float32, torch.bfloat16) and self.bias is not None
+                and not (torch.is_grad_enabled() and self.weight.requires_grad))
         if fast:
-            return op(x, self.weight, self.bias, "gelu" if self.gelu else "none", [], "none" if self.gelu else "")
+            return op(x, self.packed_weight(), self.bias, "gelu" if self.gelu else "none", [],
+                      "none" if self.gelu else "")
         y = F.linear(x, self.weight, self.bias)
         return F.gelu(y) if self.gelu else y
+
+    def packed_weight(self):
+        """The weight packed for oneDNN, packed again whenever the weight has changed since (an optimizer
+        step or load_state_dict bumps its version; .to() gives it new storage), so it is never stale."""
+        w = self.weight
+        made_from = (w.data_ptr(), w._version, w.dtype)
+        if self._packed is None or self._packed[0] != made_from:
+            self._packed = (made_from, pack_weight(w))
+        return self._packed[1]
+
+    def __getstate__(self):  # copy.deepcopy and pickling: the packed weight is remade on first use
+        return {**super().__getstate__(), "_packed": None}
 
 
 def fuse_linear_layers(model: BertModel) -> BertModel:

@@ -41,6 +41,24 @@ def test_fused_linear_uses_onednn_only_for_inference():
     assert linear.weight.grad is not None
 
 
+def test_packed_weight_follows_the_weight():
+    if onednn_linear() is None:
+        pytest.skip("this torch build has no oneDNN linear kernel")
+    linear = torch.nn.Linear(8, 16)
+    fused = FusedLinear(linear)
+    x = torch.randn(4, 8)
+    with torch.no_grad():
+        fused(x)  # packs the weight
+        linear.weight.mul_(-3.0)  # as an optimizer step would: in place
+        torch.testing.assert_close(fused(x), linear(x), atol=1e-6, rtol=0)
+        linear.load_state_dict({"weight": torch.randn(16, 8), "bias": torch.randn(16)})
+        torch.testing.assert_close(fused(x), linear(x), atol=1e-6, rtol=0)
+        twin = copy.deepcopy(fused)  # copies carry the weight, not the opaque packed tensor
+        torch.testing.assert_close(twin(x), linear(x), atol=1e-6, rtol=0)
+        fused.bfloat16()
+        assert fused(x.bfloat16()).dtype == torch.bfloat16
+
+
 def test_encoder_fast_and_plain_agree(minilm_dir):
     fast = Encoder.from_pretrained(minilm_dir)
     plain = Encoder.from_pretrained(minilm_dir, fast=False)

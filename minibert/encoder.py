@@ -55,12 +55,16 @@ class Encoder:
 
     @classmethod
     def from_pretrained(cls, name_or_path=None, *, device=None, dtype=None, revision=None,
-                        local_files_only=False, fast: bool = True) -> Encoder:
+                        local_files_only=False, fast: bool = True, quantize: str | None = None) -> Encoder:
         """Load a model folder or Hub id; None loads the default, all-MiniLM-L6-v2.
 
         `fast=True`, on CPU: the linear layers run through oneDNN with the GELU fused (minibert/fast.py),
         and batches run side by side, one per core; the same weights, results equal to the plain path up
         to float rounding. `fast=False` keeps the plain model and one batch at a time.
+
+        `quantize="int8"`, CPU and float32 only: the encoder layers' linear layers compute in 8 bits
+        (minibert/quantize.py), calibrated at load time on texts made from the vocabulary (about a
+        second for all-MiniLM-L6-v2). Faster and lossy: README's Speed section gives both figures.
 
         A folder saved by sentence-transformers (modules.json, 1_Pooling/config.json,
         sentence_bert_config.json) sets the pooling, normalisation and maximum length its vectors were
@@ -70,9 +74,24 @@ class Encoder:
             folder = default_model()
         else:
             folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
+        if quantize not in (None, "int8"):
+            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+        if quantize and (torch.device(device or "cpu").type != "cpu" or dtype not in (None, torch.float32)):
+            raise ValueError(f"quantize='int8' runs on CPU in float32, not on device={device!r} dtype={dtype!r}")
         settings = read_sentence_transformers_settings(folder)
         model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
-        return cls(model, Tokenizer.from_pretrained(folder), fast=fast, **settings)
+        tokenizer = Tokenizer.from_pretrained(folder)
+        if quantize:
+            from minibert.quantize import calibration_texts, quantize_int8
+
+            max_length = min(settings.get("max_length") or tokenizer.model_max_length,
+                             model.config.max_position_embeddings)
+            texts = sorted(calibration_texts(tokenizer.backend.get_vocab(), max_length), key=len)
+            if settings.get("lowercase"):
+                texts = [t.lower() for t in texts]
+            batches = [tokenizer(texts[i : i + 16], max_length=max_length) for i in range(0, len(texts), 16)]
+            quantize_int8(model, batches)
+        return cls(model, tokenizer, fast=fast, **settings)
 
     @property
     def dim(self) -> int:

@@ -88,7 +88,7 @@ def fuse_linear_layers(model: BertModel) -> BertModel:
         for name in ("query", "key", "value", "output"):
             setattr(attention, name, _fused(getattr(attention, name)))
         ffn = layer.ffn
-        if model.config.hidden_act == "gelu" and not isinstance(ffn.up, FusedLinear):
+        if model.config.hidden_act == "gelu" and type(ffn.up) is nn.Linear:
             ffn.up = FusedLinear(ffn.up, gelu=True)
             ffn.act = _identity  # the GELU now happens inside ffn.up
         ffn.up, ffn.down = _fused(ffn.up), _fused(ffn.down)
@@ -96,7 +96,7 @@ def fuse_linear_layers(model: BertModel) -> BertModel:
 
 
 def _fused(linear):
-    return linear if isinstance(linear, FusedLinear) else FusedLinear(linear)
+    return FusedLinear(linear) if type(linear) is nn.Linear else linear  # not twice, and not int8 layers
 
 
 def _identity(x):

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="npy (default, to -o), jsonl or tsv (to stdout unless -o)")
     embed.add_argument("-o", "--output", metavar="OUT", help="output file")
     embed.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
+    embed.add_argument("--quantize", choices=("int8",), help="int8: faster on CPU, vectors within about "
+                       "0.99 cosine of float32")
     embed.set_defaults(run=run_embed)
 
     similarity = add("similarity", "print the cosine similarity matrix of a few texts", SIMILARITY_EXAMPLES)
@@ -140,7 +142,7 @@ def run_embed(args) -> None:
     if args.format == "npy" and args.output is None and sys.stdout.isatty():
         raise UsageError("minibert embed: npy output needs -o FILE (or --format jsonl/tsv for the terminal)")
     texts = read_lines(args.input)
-    encoder = load_encoder(args.model, args.device)
+    encoder = load_encoder(args.model, args.device, args.quantize)
     normalize = False if args.no_normalize else None
     vectors = encoder.encode(texts, pooling=args.pooling, normalize=normalize, batch_size=args.batch_size,
                              max_length=args.max_length)
@@ -219,10 +221,10 @@ def run_convert(args) -> None:
     print(f"wrote {out}")
 
 
-def load_encoder(model, device=None):
+def load_encoder(model, device=None, quantize=None):
     from minibert.encoder import Encoder
 
-    return Encoder.from_pretrained(model, device=device)
+    return Encoder.from_pretrained(model, device=device, quantize=quantize)
 
 
 def read_lines(source: str) -> list[str]:

@@ -88,6 +88,20 @@ def test_embed_tsv_with_options(input_file, minilm_dir):
     np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
 
 
+def test_embed_int8(input_file, expected):
+    from minibert.quantize import int8_available
+
+    if not int8_available():
+        pytest.skip("this torch build has no oneDNN int8 kernel")
+    result = run("embed", "--quantize", "int8", "--format", "jsonl", str(input_file))
+    assert result.returncode == 0, result.stderr
+    got = np.array([json.loads(line)["embedding"] for line in result.stdout.decode().splitlines()])
+    assert got.shape == expected.shape
+    assert ((got * expected).sum(1) > 0.97).all()  # lossy, but the same vectors to within int8
+    result = run("embed", "--quantize", "int8", "--device", "meta", "--format", "tsv", str(input_file))
+    assert result.returncode == 2 and b"runs on CPU in float32" in result.stderr
+
+
 def test_tokenize():
     result = run("tokenize", "Unaffable!", "春眠")
     assert result.returncode == 0, result.stderr

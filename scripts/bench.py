@@ -1,6 +1,6 @@
 """minibert against the reference implementations, side by side in one run.
 
-    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart] [--repeats 5] [--json out.json]
+    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,gpu] [--repeats 5] [--json out.json]
 
 dense      full bert-base configuration (random weights), float32: minibert BertModel (oneDNN linear
            layers) vs transformers.BertModel (its default SDPA attention) at 1x128, 8x128, 32x128, 8x512;
@@ -15,6 +15,10 @@ memory     peak RSS of a fresh process that loads bert-base and encodes one batc
            process that only imports torch; minibert vs transformers, against the weights file's size
 coldstart  a fresh process that embeds one sentence with the default model: minibert vs
            sentence-transformers, wall time
+gpu        (CUDA only; skipped without it) bert-base 256x128 in float16, bfloat16 and float32 with TF32
+           off, minibert vs transformers in the same dtype, TFLOP/s against a matrix product's measured
+           in the same dtype; and the corpus with all-MiniLM-L6-v2, Encoder.encode vs plain
+           transformers batches
 
 Runs alternate between the contenders after a warm-up; each figure is the median of --repeats runs.
 """
@@ -135,18 +139,18 @@ def case_dense(args, tmp):
     RESULTS["dense"] = {"roofline_gflops": peak, "rows": rows, "ragged": ragged}
 
 
-def plain_transformers_encode(model, tokenizer, texts, batch_size, max_length):
+def plain_transformers_encode(model, tokenizer, texts, batch_size, max_length, device="cpu"):
     """What a script written against transformers does: batches in input order, mean pooling."""
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
             batch = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt")
-            h = model(**batch).last_hidden_state
+                              return_tensors="pt").to(device)
+            h = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
             v = (h * mask).sum(1) / mask.sum(1)
             out.append(torch.nn.functional.normalize(v, dim=1))
-    return torch.cat(out).numpy()
+    return torch.cat(out).cpu().numpy()
 
 
 def case_corpus(args, tmp):
@@ -288,8 +292,87 @@ def case_coldstart(args, tmp):
     RESULTS["coldstart"] = t
 
 
+def matmul_peak(device, dtype) -> float:
+    """Best FLOP/s of a large square matrix product on this device in this dtype: the dense peak the
+    encoder is measured against (TF32 as the caller set it)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / median_time(synced(lambda: a @ b, device), 10)
+
+
+def synced(fn, device):
+    """fn, made to wait for the GPU to finish, so that wall time measures the work."""
+    if device.type != "cuda":
+        return fn
+    return lambda: (fn(), torch.cuda.synchronize())
+
+
+def case_gpu(args, tmp, device=None, shape=(256, 128)):
+    device = torch.device(device or "cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("\n## gpu: no CUDA device here; skipped")
+        RESULTS["gpu"] = None
+        return
+    folder, (B, L) = bert_base_folder(tmp), shape
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 is float32
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    print(f"\n## gpu: {name}, bert-base {B}x{L}, minibert vs transformers (SDPA) in the same dtype")
+    print(f"{'dtype':>10}{'minibert s':>12}{'HF s':>10}{'ratio':>8}{'tokens/s':>11}{'TFLOP/s':>9}"
+          f"{'matmul peak':>13}{'% peak':>8}")
+    try:
+        dense = {str(dtype).removeprefix("torch."): gpu_dense(folder, dtype, device, B, L, args.repeats)
+                 for dtype in (torch.float16, torch.bfloat16, torch.float32)}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    print(f"\n## gpu corpus: all-MiniLM-L6-v2, {args.texts} texts, Encoder.encode vs plain transformers "
+          f"batches, batch size {args.gpu_batch}")
+    corpus = {str(dtype).removeprefix("torch."): gpu_corpus(args, dtype, device)
+              for dtype in (torch.float16, torch.bfloat16)}
+    RESULTS["gpu"] = {"device": name, "dense": dense, "corpus": corpus}
+
+
+def gpu_dense(folder, dtype, device, B, L, repeats) -> dict:
+    import transformers
+
+    ours = BertModel.from_pretrained(folder, device=device, dtype=dtype)
+    theirs = transformers.BertModel.from_pretrained(folder, dtype=dtype).to(device).eval()
+    ids = torch.randint(1000, 30000, (B, L), device=device)
+    with torch.inference_mode():
+        t = alternate({"ours": synced(lambda: ours(ids), device), "theirs": synced(lambda: theirs(ids), device)},
+                      repeats)
+    peak = matmul_peak(device, dtype) / 1e12
+    tflops = encoder_flops(ours.config, B, L) / t["ours"] / 1e12
+    print(f"{str(dtype).removeprefix('torch.'):>10}{t['ours']:12.4f}{t['theirs']:10.4f}{t['theirs'] / t['ours']:8.2f}"
+          f"{B * L / t['ours']:11.0f}{tflops:9.1f}{peak:13.1f}{tflops / peak:8.0%}")
+    return dict(minibert_s=t["ours"], transformers_s=t["theirs"], ratio=t["theirs"] / t["ours"],
+                tokens_per_s=B * L / t["ours"], tflops=tflops, matmul_peak_tflops=peak)
+
+
+def gpu_corpus(args, dtype, device) -> dict:
+    import transformers
+
+    folder = str(default_model())
+    ours = Encoder.from_pretrained(folder, device=device, dtype=dtype)
+    hf = transformers.BertModel.from_pretrained(folder, dtype=dtype).to(device).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    corpus = make_corpus(ours.tokenizer, args.texts)
+    out = {}
+    fns = {"minibert": lambda: out.__setitem__("ours", ours.encode(corpus, batch_size=args.gpu_batch)),
+           "transformers": lambda: out.__setitem__("hf", plain_transformers_encode(
+               hf, hf_tok, corpus, args.gpu_batch, 256, device))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = alternate({k: synced(fn, device) for k, fn in fns.items()}, args.repeats)
+    cosine = float((out["ours"] * out["hf"]).sum(1).min())
+    print(f"{str(dtype).removeprefix('torch.'):>10}  minibert {t['minibert']:.3f} s, transformers "
+          f"{t['transformers']:.3f} s, {t['transformers'] / t['minibert']:.2f}x; cosine between them min {cosine:.4f}")
+    return dict(minibert_s=t["minibert"], transformers_s=t["transformers"],
+                ratio=t["transformers"] / t["minibert"], min_cosine=cosine)
+
+
 CASES = {"dense": case_dense, "corpus": case_corpus, "precision": case_precision, "memory": case_memory,
-         "coldstart": case_coldstart}
+         "coldstart": case_coldstart, "gpu": case_gpu}
 
 
 def main():
@@ -297,6 +380,7 @@ def main():
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {', '.join(CASES)}")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--texts", type=int, default=2000, help="corpus size (default 2000)")
+    parser.add_argument("--gpu-batch", type=int, default=128, help="batch size of the gpu corpus case (default 128)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]

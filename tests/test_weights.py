@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -257,3 +259,14 @@ def test_unreadable_shard_index(tiny, tmp_path, index):
     path.write_text(index if isinstance(index, str) else json.dumps(index))
     with pytest.raises(CheckpointError, match=r"model\.safetensors\.index\.json: not a valid shard index"):
         BertModel.from_pretrained(bad)
+
+
+def test_loading_builds_no_random_weights(minilm_dir):
+    # The model is built as a skeleton: meta tensors, random initialisers skipped. A meta-device normal_
+    # alone would import torch._dynamo and sympy (about 800 modules, 1 s and 68 MB).
+    code = ("import sys; from minibert import Encoder; "
+            f"Encoder.from_pretrained({str(minilm_dir)!r}).encode('A sentence.'); "
+            "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]

@@ -82,15 +82,11 @@ class Encoder:
         model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
         tokenizer = Tokenizer.from_pretrained(folder)
         if quantize:
-            from minibert.quantize import calibration_texts, quantize_int8
+            from minibert.quantize import calibration_batches, quantize_int8
 
             max_length = min(settings.get("max_length") or tokenizer.model_max_length,
                              model.config.max_position_embeddings)
-            texts = sorted(calibration_texts(tokenizer.backend.get_vocab(), max_length), key=len)
-            if settings.get("lowercase"):
-                texts = [t.lower() for t in texts]
-            batches = [tokenizer(texts[i : i + 16], max_length=max_length) for i in range(0, len(texts), 16)]
-            quantize_int8(model, batches)
+            quantize_int8(model, calibration_batches(tokenizer, max_length, settings.get("lowercase", False)))
         return cls(model, tokenizer, fast=fast, **settings)
 
     @property

@@ -20,7 +20,7 @@ both long texts and natural sentences.
 Because the activation range is the whole batch's, a text's int8 vector depends a little on the texts
 batched with it (cosine 0.995 between a text alone and in a batch, measured), unlike float32's 1e-6.
 
-`quantize_int8(model, calibration_batches)` swaps the Linear layers of a BertModel for Int8Linear in
+`quantize_int8(model, batches)` swaps the Linear layers of a BertModel for Int8Linear in
 place. Quantization is lossy: scripts/bench.py reports the speed and the cosine to float32 vectors.
 """
 
@@ -131,15 +131,24 @@ def calibration_texts(vocab: dict[str, int], max_words: int, n: int = 128, seed:
     return [" ".join(rng.choice(words, size=k)) for k in counts]
 
 
-def quantize_int8(model: BertModel, calibration_batches, alpha: float = 0.7) -> BertModel:
+def calibration_batches(tokenizer, max_length: int, lowercase: bool = False, batch_size: int = 16) -> list[dict]:
+    """The default calibration texts, tokenized into model-input batches of similar length."""
+    texts = sorted(calibration_texts(tokenizer.backend.get_vocab(), max_length), key=len)
+    if lowercase:  # as the Encoder will see text
+        texts = [t.lower() for t in texts]
+    return [tokenizer(texts[i : i + batch_size], max_length=max_length) for i in range(0, len(texts), batch_size)]
+
+
+def quantize_int8(model: BertModel, batches, alpha: float = 0.7) -> BertModel:
     """Swap the encoder layers' Linear layers for smoothed Int8Linear, in place; returns the model.
+    `batches`: model inputs to calibrate on (dicts such as the tokenizer returns).
 
     The embeddings and the pooler stay in float32. Raises RuntimeError where the int8 kernel is missing.
     """
     if not int8_available():
         raise RuntimeError("int8 quantization needs PyTorch's oneDNN int8 kernel (x86 CPU build of torch)")
     model = model.float().eval()
-    absmax = linear_input_absmax(model, calibration_batches)
+    absmax = linear_input_absmax(model, batches)
     for i, layer in enumerate(model.layers):
         attention, ffn = layer.attention, layer.ffn
         for name in ("query", "key", "value", "output"):

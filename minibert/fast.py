@@ -90,17 +90,13 @@ def fuse_linear_layers(model: BertModel) -> BertModel:
         ffn = layer.ffn
         if model.config.hidden_act == "gelu" and type(ffn.up) is nn.Linear:
             ffn.up = FusedLinear(ffn.up, gelu=True)
-            ffn.act = _identity  # the GELU now happens inside ffn.up
+            ffn.act = nn.Identity()  # the GELU now happens inside ffn.up
         ffn.up, ffn.down = _fused(ffn.up), _fused(ffn.down)
     return model
 
 
 def _fused(linear):
     return FusedLinear(linear) if type(linear) is nn.Linear else linear  # not twice, and not int8 layers
-
-
-def _identity(x):
-    return x
 
 
 def forward_unpadded(model: BertModel, input_ids, attention_mask, token_type_ids=None) -> BertOutput:

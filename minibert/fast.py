@@ -11,7 +11,9 @@ weight gains another 3-4%, the fused GELU saves a pass over the widest activatio
 the packed weights are a second copy of the linear layers' weights (42 MB for all-MiniLM-L6-v2, 340 MB
 for bert-base), kept so that the model itself, its parameters and its state dict stay as they were.
 Results differ from the plain path by float rounding only. Anything else (training, CUDA, a torch
-without the kernel) takes the plain path, so the model stays correct wherever it runs.
+without the kernel) takes the plain path, so the model stays correct wherever it runs. bfloat16 goes
+through oneDNN only where `minibert.cpu` says the CPU can run its bfloat16 kernel (AVX-512 BW/VL/DQ or
+AVX-NE-CONVERT); elsewhere bfloat16 takes torch's plain path, which is correct but no faster.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minibert.cpu import features
 from minibert.model import BertModel, BertOutput, additive_mask
 
 
 @functools.cache
 def onednn_linear():
-    """The oneDNN linear kernel, or None where this torch build cannot run it (checked once)."""
+    """The oneDNN linear kernel, or None where this torch build cannot run it (checked once, in float32;
+    `onednn_dtype_ok` says which dtypes this CPU may send to it)."""
     op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
     if op is None or not torch.backends.mkldnn.is_available():
         return None
@@ -38,6 +42,11 @@ def onednn_linear():
     except (RuntimeError, NotImplementedError, AttributeError):
         return None
     return op
+
+
+def onednn_dtype_ok(dtype: torch.dtype) -> bool:
+    """Whether the oneDNN kernel takes `dtype` on this CPU (minibert.cpu decides; tests override it)."""
+    return dtype == torch.float32 or (dtype == torch.bfloat16 and features().onednn_bf16)
 
 
 def pack_weight(weight):
@@ -60,7 +69,7 @@ class FusedLinear(nn.Linear):
     def forward(self, x):
         op = onednn_linear()
         fast = (op is not None and x.device.type == "cpu" and x.dtype == self.weight.dtype
-                and x.dtype in (torch.float32, torch.bfloat16) and self.bias is not None
+                and onednn_dtype_ok(x.dtype) and self.bias is not None
                 and not (torch.is_grad_enabled() and self.weight.requires_grad))
         if fast:
             return op(x, self.packed_weight(), self.bias, "gelu" if self.gelu else "none", [],

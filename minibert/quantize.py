@@ -17,6 +17,11 @@ reach larger activations than short ones. On all-MiniLM-L6-v2, calibrating on 20
 sentences gave cosine 0.83 (minimum) to float32 on long texts; the vocabulary texts give about 0.99 on
 both long texts and natural sentences.
 
+Without VNNI (minibert.cpu), oneDNN sums pairs of u8 x s8 products in saturating 16-bit lanes, and
+8-bit weights overflow them: a layer's cosine to float32 drops to 0.97 (measured with oneDNN held to
+AVX2). There the weights are quantized to 7 bits, [-63, 63], so that 2 * 255 * 63 fits; a layer's
+cosine is then 0.9999, as with VNNI. The choice is made when a layer is built, from `minibert.cpu`.
+
 Because the activation range is the whole batch's, a text's int8 vector depends a little on the texts
 batched with it (cosine 0.995 between a text alone and in a batch, measured), unlike float32's 1e-6.
 
@@ -32,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from minibert.cpu import features
 from minibert.model import BertModel
 
 
@@ -55,11 +61,14 @@ class Int8Linear(nn.Module):
     `input_absmax`: per input channel, the largest |x| seen on calibration data, for smoothing; None
     leaves the channels as they are. `owns_input`: nothing reads the input after this layer (the
     attention context, the feed-forward's inner activation), so it may be overwritten, saving a copy.
+    `weight_max`: the largest int8 weight, 127 with VNNI and 63 without (see the module docstring);
+    None asks minibert.cpu.
     """
 
     def __init__(self, linear: nn.Linear, input_absmax: torch.Tensor | None = None, alpha: float = 0.7,
-                 gelu: bool = False, owns_input: bool = False):
+                 gelu: bool = False, owns_input: bool = False, weight_max: int | None = None):
         super().__init__()
+        self.weight_max = weight_max or (127 if features().vnni else 63)
         weight = linear.weight.detach().float()  # (out, in)
         smooth = torch.ones(weight.shape[1])
         if input_absmax is not None:  # s_j = max|x_j|^alpha / max|w_j|^(1 - alpha)
@@ -67,7 +76,7 @@ class Int8Linear(nn.Module):
             w_max = weight.abs().amax(0).clamp(min=1e-5)
             smooth = (x_max.pow(alpha) / w_max.pow(1 - alpha)).clamp(min=1e-5)
         weight = weight * smooth  # (out, in): column j times s_j
-        scale = (weight.abs().amax(1) / 127).clamp(min=1e-12)  # (out,) one scale per output channel
+        scale = (weight.abs().amax(1) / self.weight_max).clamp(min=1e-12)  # (out,) one scale per output channel
         int8_weight = torch.round(weight / scale[:, None]).to(torch.int8)
         self.register_buffer("inverse_smooth", 1 / smooth)  # (in,)
         self.register_buffer("weight_scale", scale)

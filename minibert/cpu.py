@@ -1,0 +1,79 @@
+"""What this CPU can do, decided in one place for every fast path.
+
+The fast paths in `fast.py` and `quantize.py` need instructions that not every x86-64 CPU has:
+- oneDNN bfloat16 matrix products run only with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; without them
+  the kernel refuses, so bfloat16 takes torch's plain path. Without bfloat16 dot-product instructions
+  (AVX512_BF16 or AMX) bfloat16 computes correctly but is no faster than float32.
+- oneDNN's int8 products sum u8 x s8 pairs in saturating 16-bit lanes unless the CPU has VNNI
+  (AVX512_VNNI, AVX-VNNI or AMX). There, 8-bit weights overflow the lanes (a layer's cosine to float
+  drops to 0.97, measured), so int8 weights are kept to 7 bits, [-63, 63]: 2 * 255 * 63 fits in 16 bits.
+
+`features()` answers from torch's own CPU queries, capped by ONEDNN_MAX_CPU_ISA when that variable
+limits what oneDNN may use. Tests change the answer with `override(...)`, so every branch runs on
+every machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CPUFeatures:
+    capability: str  # torch.backends.cpu.get_cpu_capability(): "AVX512", "AVX2", "DEFAULT", ...
+    onednn: bool  # oneDNN (mkldnn) is in this torch build and usable
+    onednn_bf16: bool  # oneDNN can run bfloat16 matrix products here
+    native_bf16: bool  # bfloat16 dot products in hardware: bfloat16 is faster than float32
+    vnni: bool  # int8 dot products without 16-bit saturation
+
+    def describe(self) -> str:
+        extras = [name for name, on in (("oneDNN bf16", self.onednn_bf16), ("native bf16", self.native_bf16),
+                                        ("VNNI", self.vnni)) if on]
+        return f"{self.capability} ({', '.join(extras) or 'no bf16 or VNNI'})"
+
+
+# ONEDNN_MAX_CPU_ISA values that leave out VNNI, and those that leave out the bf16 instructions.
+_NO_VNNI_ISAS = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+_NO_BF16_ISAS = _NO_VNNI_ISAS | {"AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE_VNNI"}
+
+
+@functools.cache
+def detect() -> CPUFeatures:
+    """The features of the machine this process runs on (asked once)."""
+    import torch
+
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
+    cpu = torch.cpu
+    onednn = torch.backends.mkldnn.is_available()
+    return CPUFeatures(
+        capability=torch.backends.cpu.get_cpu_capability(),
+        onednn=onednn,
+        onednn_bf16=onednn and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        native_bf16=(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported()) and cap not in _NO_BF16_ISAS,
+        vnni=(cpu._is_vnni_supported() or cpu._is_amx_tile_supported()) and cap not in _NO_VNNI_ISAS,
+    )
+
+
+_override: CPUFeatures | None = None
+
+
+def features() -> CPUFeatures:
+    """What the fast paths may use: the detected features, unless a test has overridden them."""
+    return _override if _override is not None else detect()
+
+
+@contextmanager
+def override(**changes):
+    """Pretend the CPU has (or lacks) features, e.g. `with override(vnni=False, onednn_bf16=False):`.
+    Only takes features away or gives back what the machine has: a kernel the CPU cannot run still fails."""
+    global _override
+    before = _override
+    _override = dataclasses.replace(features(), **changes)
+    try:
+        yield _override
+    finally:
+        _override = before

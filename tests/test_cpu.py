@@ -1,0 +1,146 @@
+"""The CPU-feature decision (minibert/cpu.py) and both branches of every fast path that depends on it.
+
+The fallback branches run on any machine through `cpu.override`; the native ones where the machine has
+the feature. A subprocess with oneDNN held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2) runs the AVX2 kernels for
+real, including on an AVX-512 machine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minibert import Encoder, cpu
+from minibert.fast import FusedLinear, onednn_linear
+from minibert.quantize import Int8Linear, int8_available
+
+TEXTS = ["A man is eating food.", "The girl is carrying a baby.", "東京は日本の首都です。",
+         "A longer sentence about the committee and its budget for the spring meeting. " * 4]
+
+
+def test_features_come_from_torch_and_the_isa_cap():
+    f = cpu.detect()
+    assert f.capability == torch.backends.cpu.get_cpu_capability()
+    assert f.onednn_bf16 == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert f.describe().startswith(f.capability)
+    code = "from minibert import cpu; f = cpu.detect(); print(f.vnni, f.native_bf16)"
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_override_is_scoped():
+    before = cpu.features()
+    with cpu.override(vnni=False, onednn_bf16=False) as f:
+        assert cpu.features() is f and not f.vnni and not f.onednn_bf16
+        with cpu.override(native_bf16=False):
+            assert not cpu.features().vnni
+    assert cpu.features() == before
+
+
+def _bf16_linear_uses_onednn(linear, x):
+    """Whether FusedLinear sent this bfloat16 input to oneDNN (it packs a weight only when it does)."""
+    fused = FusedLinear(linear)
+    with torch.inference_mode():
+        y = fused(x)
+    return fused._packed is not None, y
+
+
+def test_bfloat16_linear_without_onednn_bf16_takes_the_plain_path():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(32, 48).to(torch.bfloat16)
+    x = torch.randn(4, 32, dtype=torch.bfloat16)
+    with cpu.override(onednn_bf16=False):
+        used, y = _bf16_linear_uses_onednn(linear, x)
+    assert not used
+    torch.testing.assert_close(y, F.linear(x, linear.weight, linear.bias))
+
+
+def test_bfloat16_linear_with_onednn_bf16_uses_onednn():
+    if onednn_linear() is None or not cpu.detect().onednn_bf16:
+        pytest.skip(f"this CPU ({cpu.detect().describe()}) cannot run oneDNN's bfloat16 kernel")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(32, 48).to(torch.bfloat16)
+    x = torch.randn(4, 32, dtype=torch.bfloat16)
+    used, y = _bf16_linear_uses_onednn(linear, x)
+    assert used
+    torch.testing.assert_close(y.float(), F.linear(x, linear.weight, linear.bias).float(), atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_encoder_is_correct_and_warns_once_without_native_bf16(minilm_dir, native, monkeypatch):
+    import minibert.encoder
+
+    monkeypatch.setattr(minibert.encoder, "_warned_bfloat16", False)
+    reference = Encoder.from_pretrained(minilm_dir).encode(TEXTS)
+    with cpu.override(native_bf16=native, onednn_bf16=native and cpu.detect().onednn_bf16):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            encoder = Encoder.from_pretrained(minilm_dir, dtype=torch.bfloat16)
+            Encoder.from_pretrained(minilm_dir, dtype=torch.bfloat16)  # a second load: no second warning
+            got = encoder.encode(TEXTS)
+    slow = [w for w in caught if "no faster than float32" in str(w.message)]
+    assert len(slow) == (0 if native else 1)
+    cosine = (got * reference).sum(1)
+    assert cosine.min() > 0.999, cosine
+
+
+@pytest.mark.skipif(not int8_available(), reason="this torch build has no oneDNN int8 kernel")
+@pytest.mark.parametrize("vnni", [False, True])
+def test_int8_weights_fit_the_cpu(vnni):
+    """Without VNNI the weights are kept to 7 bits, so oneDNN's 16-bit sums cannot saturate there."""
+    if vnni and not cpu.detect().vnni:
+        pytest.skip(f"this CPU ({cpu.detect().describe()}) has no VNNI")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96)
+    x = torch.randn(5, 7, 64)
+    with cpu.override(vnni=vnni), torch.inference_mode():
+        layer = Int8Linear(linear)
+        assert layer.weight_max == (127 if vnni else 63)
+        got, expected = layer(x), linear(x)
+    assert F.cosine_similarity(got, expected, dim=-1).min() > 0.999
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_avx2_kernels_for_real():
+    """With oneDNN held to AVX2, as on most laptops: bfloat16 runs (slowly, with its warning) instead of
+    crashing, and an int8 layer keeps its accuracy."""
+    code = textwrap.dedent("""
+        import warnings, torch, torch.nn.functional as F
+        from minibert import cpu
+        from minibert.fast import FusedLinear
+        from minibert.quantize import Int8Linear, int8_available
+        f = cpu.detect()
+        assert not f.vnni and not f.onednn_bf16 and not f.native_bf16, f
+        torch.manual_seed(0)
+        linear = torch.nn.Linear(64, 96)
+        x = torch.randn(5, 7, 64)
+        with torch.inference_mode():
+            if int8_available():
+                cos = F.cosine_similarity(Int8Linear(linear)(x), linear(x), dim=-1).min().item()
+                assert cos > 0.999, cos
+            y = FusedLinear(linear.to(torch.bfloat16))(x.to(torch.bfloat16))
+            assert torch.isfinite(y).all()
+        print("ok")
+    """)
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.mark.skipif(not int8_available(), reason="this torch build has no oneDNN int8 kernel")
+def test_int8_encoder_without_vnni_stays_close_to_float32(minilm_dir):
+    reference = Encoder.from_pretrained(minilm_dir).encode(TEXTS)
+    with cpu.override(vnni=False):
+        got = Encoder.from_pretrained(minilm_dir, quantize="int8").encode(TEXTS)
+    cosine = (got * reference).sum(1)
+    assert cosine.min() > 0.98, cosine
+    assert np.isfinite(got).all()

@@ -7,6 +7,13 @@ import json
 import os
 from dataclasses import dataclass
 
+# Far beyond any BERT (bert-large has 3.4e8): a larger config is a typo, and would fail deep in torch.
+MAX_PARAMETERS = 10**11
+
+# Fields a config file must give: they fix the shape of every weight, and a default would only turn a
+# missing field into a confusing shape mismatch later.
+REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
 # Activations the feed-forward block implements (see ACTIVATIONS in model.py).
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
@@ -65,14 +72,33 @@ class BertConfig:
                 f"position_embedding_type {self.position_embedding_type!r} is not supported; "
                 "minibert implements BERT's learned absolute positions only"
             )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise ValueError(f"{name} must be a number, got {value!r}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if not self.layer_norm_eps > 0:
             raise ValueError(f"layer_norm_eps must be positive, got {self.layer_norm_eps!r}")
-        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"pad_token_id {self.pad_token_id} is outside [0, vocab_size {self.vocab_size})")
+        if self.pad_token_id is not None:
+            if isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int):
+                raise ValueError(f"pad_token_id must be an integer, got {self.pad_token_id!r}")
+            if not 0 <= self.pad_token_id < self.vocab_size:
+                raise ValueError(f"pad_token_id {self.pad_token_id} is outside [0, vocab_size {self.vocab_size})")
+        if self.parameter_count() > MAX_PARAMETERS:
+            raise ValueError(f"this config describes {self.parameter_count():.3g} parameters (hidden_size "
+                             f"{self.hidden_size}, intermediate_size {self.intermediate_size}, vocab_size "
+                             f"{self.vocab_size}), more than the {MAX_PARAMETERS:.0e} minibert will build")
+
+    def parameter_count(self, pooler: bool = True) -> int:
+        """Parameters of BertModel with this config: embeddings, layers, and the pooler if `pooler`."""
+        H, I, N = self.hidden_size, self.intermediate_size, self.num_hidden_layers
+        embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
+        attention = 4 * (H * H + H) + 2 * H  # query, key, value, output; then its LayerNorm
+        feed_forward = (H * I + I) + (I * H + H) + 2 * H  # up, down; then its LayerNorm
+        return embeddings + N * (attention + feed_forward) + (H * H + H if pooler else 0)
 
     @property
     def head_size(self) -> int:
@@ -85,6 +111,10 @@ class BertConfig:
         if model_type != "bert":
             raise ValueError(f"{source}: model_type {model_type!r} is not 'bert'")
         fields = {f.name for f in dataclasses.fields(cls)}
+        missing = [name for name in REQUIRED if name not in values]
+        if missing:
+            raise ValueError(f"{source}: missing field {missing[0]!r}" + (f" (and {', '.join(missing[1:])})"
+                                                                          if len(missing) > 1 else ""))
         kwargs = {k: v for k, v in values.items() if k in fields}
         if kwargs.get("layer_norm_eps") is None:  # bert_config.json has no such key
             kwargs.pop("layer_norm_eps", None)
@@ -106,6 +136,6 @@ class BertConfig:
         return {"architectures": [architecture], "model_type": "bert", **dataclasses.asdict(self), **extra}
 
     def save_json(self, path: str | os.PathLike, architecture: str = "BertModel", **extra) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(architecture, **extra), f, indent=2, sort_keys=True)
-            f.write("\n")
+        from minibert.atomic import write_text
+
+        write_text(path, json.dumps(self.to_dict(architecture, **extra), indent=2, sort_keys=True) + "\n")

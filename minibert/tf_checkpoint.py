@@ -20,12 +20,15 @@ decoded here from the protobuf wire format. Tensor bytes are little-endian and i
 
 from __future__ import annotations
 
+import math
 import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from minibert.errors import CheckpointError
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
@@ -37,7 +40,7 @@ DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<i4"), 4: np.dtyp
 DTYPE_NAMES = {7: "string", 8: "complex64", 14: "bfloat16", 18: "complex128", 20: "resource", 21: "variant"}
 
 
-class TFCheckpointError(ValueError):
+class TFCheckpointError(CheckpointError):
     """A TensorFlow checkpoint that cannot be read as it is; the message names the file and variable."""
 
 
@@ -66,7 +69,11 @@ class TFCheckpoint:
         self.verify = verify
         if not self.index_path.is_file():
             raise FileNotFoundError(f"TensorFlow checkpoint index not found: {self.index_path}")
-        entries = dict(read_table(self.index_path))
+        entries = {}
+        for key, value in read_table(self.index_path):
+            if key in entries:  # a sorted table never repeats a key; a later copy must not silently win
+                raise TFCheckpointError(f"{self.index_path}: variable {_name(key, self.index_path)!r} is listed twice")
+            entries[key] = value
         if b"" not in entries:
             raise TFCheckpointError(f"{self.index_path}: no bundle header (the entry under the empty key)")
         header = parse_message(entries.pop(b""), self.index_path, "bundle header")
@@ -74,7 +81,7 @@ class TFCheckpoint:
         if header.get(2, [0])[0] != 0:
             raise TFCheckpointError(f"{self.index_path}: the bundle header says big-endian; only little-endian "
                                     "checkpoints are supported")
-        self.entries = {key.decode("utf-8"): _entry(key.decode("utf-8"), value, self.index_path)
+        self.entries = {_name(key, self.index_path): _entry(_name(key, self.index_path), value, self.index_path)
                         for key, value in entries.items()}
         self._shards: dict[int, np.memmap] = {}
 
@@ -94,7 +101,7 @@ class TFCheckpoint:
             raise TFCheckpointError(f"{self.index_path}: variable {name!r} has dtype "
                                     f"{DTYPE_NAMES.get(e.dtype, e.dtype)}, which minibert does not read")
         dtype = DTYPES[e.dtype]
-        count = int(np.prod(e.shape, dtype=np.int64))
+        count = math.prod(e.shape)  # Python ints: a crafted shape cannot wrap around to a matching size
         if count * dtype.itemsize != e.size:
             raise TFCheckpointError(f"{self.index_path}: variable {name!r} has shape {e.shape} of {dtype}, "
                                     f"{count * dtype.itemsize} bytes, but its entry says {e.size}")
@@ -115,6 +122,13 @@ class TFCheckpoint:
             self._shards[shard_id] = (np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size
                                       else np.zeros(0, np.uint8))
         return self._shards[shard_id]
+
+
+def _name(key: bytes, path: Path) -> str:
+    try:
+        return key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise TFCheckpointError(f"{path}: variable name {key[:60]!r} is not UTF-8 text: the index is corrupt") from None
 
 
 def _entry(name: str, value: bytes, path: Path) -> BundleEntry:
@@ -344,7 +358,7 @@ def hf_state_dict(ckpt: TFCheckpoint) -> dict:
     slots and counters are never read from disk."""
     import torch
 
-    state = {}
+    state, seen = {}, {}
     for name in ckpt.names():
         try:
             mapped = google_to_hf(name)
@@ -353,6 +367,9 @@ def hf_state_dict(ckpt: TFCheckpoint) -> dict:
         if mapped is None:
             continue
         key, transpose = mapped
+        if key in state:  # e.g. bert/encoder/layer/0/... beside bert/encoder/layer_0/...
+            raise TFCheckpointError(f"{ckpt.index_path}: variables {seen[key]!r} and {name!r} both map to {key!r}")
+        seen[key] = name
         value = ckpt.read(name)
         if value.dtype.kind != "f":
             raise TFCheckpointError(f"{ckpt.index_path}: variable {name!r} has dtype {value.dtype}; expected float")

@@ -20,14 +20,11 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from minibert.config import BertConfig
+from minibert.errors import CheckpointError
 from minibert.hub import resolve
 from minibert.model import BertModel
 
 logger = logging.getLogger(__name__)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded as it is: the message names the file and key at fault."""
 
 
 # Hugging Face name (after the `bert.` prefix is dropped) -> minibert name. {} stands for a layer index.
@@ -151,6 +148,8 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Pa
         for key, file in (weight_map or {}).items():
             if key not in tensors:
                 raise CheckpointError(f"{path} says {key!r} is in {file}, but it is not there")
+        if not tensors:
+            raise CheckpointError(f"{path}: holds no tensors")
         return tensors, origin
     index = _tf_index(folder)
     if index is not None:
@@ -182,16 +181,19 @@ def _read_index(index_path: Path) -> dict[str, str]:
         weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
         if not isinstance(weight_map, dict):
             raise TypeError("weight_map is not an object")
+        if not weight_map:
+            raise ValueError("weight_map is empty: it names no tensor")
         return weight_map
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index_path}: not a valid shard index ({type(e).__name__}: {e})") from None
 
 
 def _shards(index_path: Path, weight_map: dict[str, str]) -> list[Path]:
-    folder = index_path.parent.resolve()
+    # The *name* must be a bare file name; the file itself may be a symlink, as every file in a Hugging
+    # Face cache snapshot is (into ../../blobs/).
     files = sorted({f for f in weight_map.values() if isinstance(f, str)})
     for f in weight_map.values():
-        if not isinstance(f, str) or (folder / f).resolve().parent != folder:
+        if not isinstance(f, str) or f in ("", ".", "..") or "/" in f or "\\" in f or "\0" in f:
             raise CheckpointError(f"{index_path}: shard {f!r} is not a file name inside {index_path.parent}")
     missing = [f for f in files if not (index_path.parent / f).is_file()]
     if missing:
@@ -210,13 +212,27 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_torch_bin(path: Path) -> dict[str, torch.Tensor]:
+    import pickle
+
     try:
         # weights_only=True: the unpickler accepts tensors and plain containers, never arbitrary code.
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's own message advises weights_only=False, which would run whatever the file holds: never.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"it asks to unpickle {found.group(1)}" if found else "it is not a plain pickle of tensors"
+        raise CheckpointError(
+            f"{path}: refused: {what}, and minibert reads .bin files with torch.load(weights_only=True) only, "
+            "since unpickling anything else can run arbitrary code; use a safetensors copy of the weights"
+        ) from None
     except Exception as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
-        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({type(e).__name__}: {first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, got a {type(state).__name__}")
+    for key, t in state.items():
+        if not isinstance(key, str) or not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{path}: expected a dict of tensors, but {key!r} holds a {type(t).__name__}")
     return state
 
 
@@ -274,6 +290,7 @@ def encoder_weights(tensors: dict, origin: dict, config: BertConfig) -> tuple[di
             )
         if not t.is_floating_point():
             raise CheckpointError(f"{origin[key]}: {key!r} has dtype {t.dtype}; expected floating point")
+        check_finite(t, key, origin[key])
         state[name] = t
 
     missing = [n for n in expected if n not in state and not n.startswith("pooler.")]
@@ -290,6 +307,27 @@ def encoder_weights(tensors: dict, origin: dict, config: BertConfig) -> tuple[di
     return state, rest
 
 
+def check_finite(t: torch.Tensor, key: str, where) -> None:
+    """A NaN or infinity in a weight makes every output NaN: refuse it at load, naming the key."""
+    bad = int(t.numel() - torch.isfinite(t).sum()) if t.is_floating_point() else 0
+    if bad:
+        raise CheckpointError(f"{where}: {key!r} holds {bad} NaN or infinite value{'s' if bad > 1 else ''} "
+                              f"(of {t.numel()})")
+
+
+def cast(model, device, dtype, where):
+    """model.to(device, dtype), refusing a dtype too narrow for the weights (e.g. float64 values of 1e6
+    become infinity in float16)."""
+    target = as_dtype(dtype)
+    before = {n: p.dtype for n, p in model.state_dict().items()}
+    model = model.to(device=as_device(device), dtype=target)
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and before[name] != target and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{where}: {name!r} has values too large for {target} (they become infinite); "
+                                  "load it in a wider dtype such as torch.float32")
+    return model.eval()
+
+
 def _layer_hint(key: str, config: BertConfig) -> str:
     m = re.match(r"encoder\.layer\.(\d+)\.", key)
     if m and int(m.group(1)) >= config.num_hidden_layers:
@@ -297,14 +335,37 @@ def _layer_hint(key: str, config: BertConfig) -> str:
     return ""
 
 
+DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def as_device(device) -> torch.device:
+    """cpu unless asked otherwise; a device this torch cannot use is a ValueError naming it."""
+    try:
+        device = torch.device(device or "cpu")
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, or cuda where torch has a GPU") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"device {str(device)!r} is not available: {why}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} is not available: {torch.cuda.device_count()} GPU(s) visible")
+    if device.type not in ("cpu", "cuda") and device.type != "mps":
+        raise ValueError(f"device {str(device)!r} is not supported; use cpu or cuda")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' is not available on this machine")
+    return device
+
+
 def as_dtype(dtype) -> torch.dtype:
     """float32 unless asked otherwise; accepts a torch dtype or its name ("bfloat16", "float16")."""
     if dtype is None:
         return torch.float32
+    given = dtype
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype.removeprefix("torch."), None)
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch dtype such as torch.float32, got {dtype!r}")
+    if dtype not in DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in DTYPES)
+        raise ValueError(f"dtype must be one of {names}, got {given!r}")
     return dtype
 
 
@@ -315,6 +376,7 @@ def read_checkpoint(name_or_path, *, revision=None, local_files_only=False):
 
 
 def load_model(name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False) -> BertModel:
+    as_device(device), as_dtype(dtype)  # refused before the files are read
     folder, config, tensors, origin = read_checkpoint(name_or_path, revision=revision,
                                                       local_files_only=local_files_only)
     state, rest = encoder_weights(tensors, origin, config)
@@ -327,18 +389,16 @@ def load_model(name_or_path, *, device=None, dtype=None, revision=None, local_fi
     with skeleton():
         model = BertModel(config, add_pooler=has_pooler)
     model.load_state_dict(state, strict=True, assign=True)
-    return model.to(device=device or "cpu", dtype=as_dtype(dtype)).eval()
+    return cast(model, device, dtype, folder)
 
 
 def save_model(model: BertModel, directory, prefix: str = "") -> None:
     """Write `config.json` and `model.safetensors` with Hugging Face names (`prefix` + name)."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save_json(directory / "config.json")
     tensors = {prefix + to_hf_name(n): t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
-    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    save_safetensors(tensors, directory / "model.safetensors")
 
 
 def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False,
@@ -349,6 +409,7 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
     them, and the rest (a new classifier, a pooler a masked-LM checkpoint lacks) are initialised fresh
     and named in a warning. Keys of other heads are ignored.
     """
+    as_device(device), as_dtype(dtype)  # refused before the files are read
     folder, config, tensors, origin = read_checkpoint(name_or_path, revision=revision,
                                                       local_files_only=local_files_only)
     encoder_state, rest = encoder_weights(tensors, origin, config)
@@ -375,6 +436,7 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
         if tuple(t.shape) != tuple(expected[name].shape):
             raise CheckpointError(f"{origin[key]}: {key!r} has shape {tuple(t.shape)}, but {cls.__name__} "
                                   f"expects {tuple(expected[name].shape)}")
+        check_finite(t, key, origin[key])
         state[name] = t
     missing = [name for name in expected if name not in state]
     if missing:  # real weights with BERT's init for what the checkpoint lacks
@@ -386,7 +448,7 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
         with skeleton():
             model = cls(config, **kwargs)
     model.load_state_dict(state, strict=not missing, assign=True)
-    return model.to(device=device or "cpu", dtype=as_dtype(dtype)).eval()
+    return cast(model, device, dtype, folder)
 
 
 def hf_name(name: str) -> str:
@@ -398,8 +460,6 @@ def hf_name(name: str) -> str:
 
 def save_head_model(model, directory) -> None:
     """`config.json` naming the head's class (and its labels) and `model.safetensors` under HF names."""
-    from safetensors.torch import save_file
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     extra = {}
@@ -408,4 +468,14 @@ def save_head_model(model, directory) -> None:
         extra = {"id2label": {str(i): f"LABEL_{i}" for i in range(n)}, "label2id": {f"LABEL_{i}": i for i in range(n)}}
     model.config.save_json(directory / "config.json", type(model).__name__, **extra)
     tensors = {hf_name(n): t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
-    save_file(tensors, directory / "model.safetensors", metadata={"format": "pt"})
+    save_safetensors(tensors, directory / "model.safetensors")
+
+
+def save_safetensors(tensors: dict, path: Path) -> None:
+    """safetensors' save_file, through a temporary file renamed into place (minibert/atomic.py)."""
+    from safetensors.torch import save_file
+
+    from minibert.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt"})

@@ -69,8 +69,10 @@ def test_bad_values_are_refused_with_the_values(tmp_path, change, message):
 
 
 def test_unknown_keys_are_ignored(tmp_path):
-    c = BertConfig.from_json(write(tmp_path, {"hidden_size": 64, "num_attention_heads": 4, "gradient_checkpointing": 1,
-                                              "use_cache": True, "transformers_version": "4.8.2"}))
+    c = BertConfig.from_json(write(tmp_path, {"hidden_size": 64, "num_attention_heads": 4, "vocab_size": 99,
+                                              "num_hidden_layers": 2, "intermediate_size": 37,
+                                              "gradient_checkpointing": 1, "use_cache": True,
+                                              "transformers_version": "4.8.2"}))
     assert c.hidden_size == 64
 
 

@@ -238,15 +238,17 @@ def block(entries):
     return body + b"\0" + struct.pack("<I", mask_crc(crc32c(body + b"\0")))
 
 
-def write_bundle(prefix, tensors, *, big_endian=False, dtype_override=None, crc_offset=0):
-    """A single-shard bundle of float32 tensors: the index table and the data file."""
+def write_bundle(prefix, tensors, *, big_endian=False, dtype_override=None, crc_offset=0, shapes=None):
+    """A single-shard bundle of float32 tensors: the index table and the data file. `tensors` is a dict,
+    or a list of (name, array) pairs written in that order (names may repeat); `shapes` overrides the
+    shape recorded for a name."""
     data, entries = b"", []
-    for name, value in sorted(tensors.items()):
+    for name, value in sorted(tensors.items()) if isinstance(tensors, dict) else tensors:
         raw = value.astype("<f4").tobytes()
-        shape = b"".join(field(2, 2, field(1, 0, d)) for d in value.shape)
+        shape = b"".join(field(2, 2, field(1, 0, d)) for d in (shapes or {}).get(name, value.shape))
         entry = (field(1, 0, dtype_override or 1) + field(2, 2, shape) + field(4, 0, len(data))
                  + field(5, 0, len(raw)) + field(6, 5, (mask_crc(crc32c(raw)) + crc_offset) & 0xFFFFFFFF))
-        entries.append((name.encode(), entry))
+        entries.append((name if isinstance(name, bytes) else name.encode(), entry))
         data += raw
     header = field(1, 0, 1) + (field(2, 0, 1) if big_endian else b"")
     data_block = block([(b"", header)] + entries)
@@ -305,3 +307,30 @@ def test_unknown_variable_in_a_checkpoint_is_an_error(tmp_path, copy):
     write_bundle(copy / "bert_model.ckpt", {"bert/encoder/layer_0/attention/self/rotary/kernel": np.ones((2, 2))})
     with pytest.raises(CheckpointError, match=r"unexpected key 'bert\.encoder\.layer\.0\.attention\.self\.rotary"):
         BertModel.from_pretrained(copy)
+
+
+def test_a_variable_listed_twice_is_refused(tmp_path):
+    write_bundle(tmp_path / "x.ckpt", [("bert/w", np.ones(4, np.float32)), ("bert/w", np.zeros(4, np.float32))])
+    with pytest.raises(TFCheckpointError, match=r"x\.ckpt\.index: variable 'bert/w' is listed twice"):
+        TFCheckpoint(tmp_path / "x.ckpt")
+
+
+def test_two_spellings_of_one_layer_are_refused(tmp_path, copy):
+    name = "bert/encoder/layer{}0/attention/self/query/bias"
+    write_bundle(copy / "bert_model.ckpt", {name.format("/"): np.ones(32), name.format("_"): np.zeros(32)})
+    with pytest.raises(CheckpointError, match=r"variables '.*layer/0.*' and '.*layer_0.*' both map to "
+                                              r"'bert\.encoder\.layer\.0\.attention\.self\.query\.bias'"):
+        BertModel.from_pretrained(copy)
+
+
+def test_a_name_that_is_not_utf8_is_refused(tmp_path):
+    write_bundle(tmp_path / "x.ckpt", [(b"bert/\xff\xfe", np.ones(4, np.float32))])
+    with pytest.raises(TFCheckpointError, match=r"x\.ckpt\.index: variable name .* is not UTF-8 text"):
+        TFCheckpoint(tmp_path / "x.ckpt")
+
+
+def test_a_shape_whose_size_overflows_is_refused(tmp_path):
+    # 2**62 * 2**2 elements wrap to 0 in int64, and 0 * 4 bytes would match an empty tensor's size
+    write_bundle(tmp_path / "x.ckpt", {"bert/w": np.ones(0, np.float32)}, shapes={"bert/w": (2**62, 4)})
+    with pytest.raises(TFCheckpointError, match=r"x\.ckpt\.index: variable 'bert/w' has shape"):
+        TFCheckpoint(tmp_path / "x.ckpt").read("bert/w")

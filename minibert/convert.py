@@ -5,22 +5,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from minibert.atomic import atomic_folder, check_folder_target, copy_file
+from minibert.config import read_json
+from minibert.st_config import read_sentence_transformers_settings, st_module_folders
 from minibert.tokenizer import Tokenizer
-from minibert.weights import CheckpointError, encoder_weights, normalize_key, read_checkpoint
+from minibert.weights import CheckpointError, encoder_weights, normalize_key, read_checkpoint, save_safetensors
+
+# sentence-transformers' files, kept so the converted folder pools and normalises as the source did
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 
-def convert(src, out, *, lowercase: bool | None = None) -> Path:
+def convert(src, out, *, lowercase: bool | None = None, force: bool = False) -> Path:
     """Write `src` (a folder or Hub id) to the folder `out` under Hugging Face names.
 
     Encoder keys are written with the `bert.` prefix next to the `cls.*` pretraining heads when the
     source has them, so `transformers.BertForPreTraining.from_pretrained(out)` finds every key;
     without heads the folder is a plain `BertModel`. `lowercase` is needed only for a folder with a
-    bare vocab.txt whose name does not say cased or uncased.
-    """
-    from safetensors.torch import save_file
+    bare vocab.txt whose name does not say cased or uncased. A sentence-transformers folder keeps its
+    modules.json, pooling folder and sentence_bert_config.json.
 
-    folder, config, tensors, origin = read_checkpoint(src)
+    `out` must be new or empty, unless `force`. The folder is built beside `out` and moved into place
+    whole, so an interrupted conversion leaves the old folder or the new one, never a mix.
+    """
     out = Path(out)
+    check_folder_target(out, force)
+    folder, config, tensors, origin = read_checkpoint(src)
     if out.resolve() == folder.resolve():
         raise ValueError(f"the output folder {out} is the source folder; choose another")
     encoder_weights(tensors, origin, config)  # every encoder weight there, with the config's shapes
@@ -46,8 +55,21 @@ def convert(src, out, *, lowercase: bool | None = None) -> Path:
         architecture = "BertModel"
         state = {k.removeprefix("bert."): t for k, t in state.items()}
 
-    out.mkdir(parents=True, exist_ok=True)
-    config.save_json(out / "config.json", architecture)
-    save_file(state, out / "model.safetensors", metadata={"format": "pt"})
-    tokenizer.save(out)
+    read_sentence_transformers_settings(folder)  # checked before anything is written
+    with atomic_folder(out, force=force) as tmp:
+        config.save_json(tmp / "config.json", architecture)
+        save_safetensors(state, tmp / "model.safetensors")
+        tokenizer.save(tmp)
+        for name in SENTENCE_TRANSFORMERS_FILES:
+            if (folder / name).is_file():
+                copy_file(folder / name, tmp / name)
+        if (folder / "modules.json").is_file():
+            for module in st_module_folders(folder, read_json(folder / "modules.json")):
+                for file in sorted((folder / module).rglob("*")):
+                    target = tmp / file.relative_to(folder)
+                    if file.is_dir():
+                        target.mkdir(parents=True, exist_ok=True)
+                    elif file.is_file():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        copy_file(file, target)
     return out

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
-from pathlib import Path
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minibert.config import read_json
 from minibert.hub import default_model, resolve
 from minibert.model import BertModel
+from minibert.st_config import read_sentence_transformers_settings
 from minibert.tokenizer import Tokenizer, as_text_list
 
 POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len")
-
-# sentence-transformers' 1_Pooling/config.json switches -> minibert's pooling names
-_ST_POOLING_KEYS = {
-    "pooling_mode_mean_tokens": "mean",
-    "pooling_mode_cls_token": "cls",
-    "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
-}
-
 
 class Encoder:
     """A BertModel, its tokenizer, and how to turn token vectors into one vector per text.
@@ -38,6 +30,10 @@ class Encoder:
                  max_length: int | None = None, lowercase: bool = False, max_batch_tokens: int | None = 2048,
                  fast: bool = True):
         _check_pooling(pooling, model)
+        _check_vocabulary(tokenizer, model)
+        if max_length is not None:
+            _check_max_length(max_length, model, "max_length")
+        _warn_if_slow_bfloat16(model)
         if fast:  # oneDNN linear layers with the GELU fused, on CPU (see minibert/fast.py); same weights
             from minibert.fast import fuse_linear_layers
 
@@ -55,7 +51,8 @@ class Encoder:
 
     @classmethod
     def from_pretrained(cls, name_or_path=None, *, device=None, dtype=None, revision=None,
-                        local_files_only=False, fast: bool = True, quantize: str | None = None) -> Encoder:
+                        local_files_only=False, fast: bool = True, quantize: str | None = None,
+                        lowercase: bool | None = None) -> Encoder:
         """Load a model folder or Hub id; None loads the default, all-MiniLM-L6-v2.
 
         `fast=True`, on CPU: the linear layers run through oneDNN with the GELU fused (minibert/fast.py),
@@ -69,18 +66,24 @@ class Encoder:
         A folder saved by sentence-transformers (modules.json, 1_Pooling/config.json,
         sentence_bert_config.json) sets the pooling, normalisation and maximum length its vectors were
         trained with. Without that metadata: mean pooling over real tokens, not normalised.
+
+        `lowercase` overrides the tokenizer's lower-casing; a Google folder with a bare vocab.txt whose
+        name does not say cased or uncased needs it.
         """
+        from minibert.weights import as_device, as_dtype
+
+        device, dtype = as_device(device), as_dtype(dtype)
         if name_or_path is None:
             folder = default_model()
         else:
             folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
         if quantize not in (None, "int8"):
             raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
-        if quantize and (torch.device(device or "cpu").type != "cpu" or dtype not in (None, torch.float32)):
-            raise ValueError(f"quantize='int8' runs on CPU in float32, not on device={device!r} dtype={dtype!r}")
+        if quantize and (device.type != "cpu" or dtype != torch.float32):
+            raise ValueError(f"quantize='int8' runs on CPU in float32, not on device {str(device)!r} in {dtype}")
         settings = read_sentence_transformers_settings(folder)
         model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
-        tokenizer = Tokenizer.from_pretrained(folder)
+        tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
         if quantize:
             from minibert.quantize import calibration_batches, quantize_int8
 
@@ -106,8 +109,11 @@ class Encoder:
         """
         pooling = self.pooling if pooling is None else pooling
         normalize = self.normalize if normalize is None else normalize
-        max_length = max_length or self.max_length or min(self.tokenizer.model_max_length,
-                                                          self.model.config.max_position_embeddings)
+        if max_length is None:
+            max_length = self.max_length
+        if max_length is None:
+            max_length = min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
+        _check_max_length(max_length, self.model, "max_length")
         _check_pooling(pooling, self.model)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -137,25 +143,49 @@ class Encoder:
                 return rows, F.normalize(vectors, p=2, dim=1) if normalize else vectors
 
         out = torch.empty(len(texts), self.dim, dtype=torch.float32, device=self.device)
-        cores = torch.get_num_threads()
-        if self.fast and self.device.type == "cpu" and cores > 1 and len(batches) > 1:
-            # One batch per core, each on a single thread: on CPU this beats splitting every operation
-            # across the cores (10% on the benchmark corpus with 2 cores), and gives the same numbers.
-            from concurrent.futures import ThreadPoolExecutor
+        # On CPU, one batch per core, each on a single thread: this beats splitting every operation across
+        # the cores (10% on the benchmark corpus with 2 cores), and gives the same numbers.
+        parallel = self.fast and self.device.type == "cpu" and len(batches) > 1
+        with _cpu_cores(parallel) as cores, ExitStack() as stack:
+            results = map(embed, batches)
+            if cores > 1:
+                from concurrent.futures import ThreadPoolExecutor
 
-            try:
-                with ThreadPoolExecutor(cores, initializer=torch.set_num_threads, initargs=(1,)) as workers:
-                    for rows, vectors in _progress(workers.map(embed, batches), show_progress, len(batches)):
-                        out[torch.tensor(rows)] = vectors
-            finally:
-                torch.set_num_threads(cores)
-        else:
-            for rows, vectors in _progress(map(embed, batches), show_progress, len(batches)):
+                workers = ThreadPoolExecutor(cores, initializer=torch.set_num_threads, initargs=(1,))
+                results = stack.enter_context(workers).map(embed, batches)
+            for rows, vectors in _progress(results, show_progress, len(batches)):
                 out[torch.tensor(rows, device=self.device)] = vectors
 
         if single:
             out = out[0]
         return out.cpu().numpy() if convert_to == "numpy" else out
+
+
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved = 0
+
+
+@contextmanager
+def _cpu_cores(parallel: bool = True):
+    """The number of worker threads for one `encode` (1 when not `parallel`): torch's thread count as it
+    was before any concurrent `encode` began. A worker's torch.set_num_threads(1) also sets the count
+    that threads started later begin with, so each caller puts the saved count back on its way out."""
+    global _threads_users, _threads_saved
+    if not parallel:
+        yield 1
+        return
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+        _threads_users += 1
+        cores = _threads_saved
+    try:
+        yield cores
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            torch.set_num_threads(cores)
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:
@@ -206,46 +236,44 @@ def similarity(a, b=None):
     return scores if as_torch else scores.cpu().numpy()
 
 
-def read_sentence_transformers_settings(folder: Path) -> dict:
-    """Pooling, normalisation, maximum length and lower-casing from a sentence-transformers folder."""
-    modules_file = Path(folder) / "modules.json"
-    if not modules_file.is_file():
-        return {}
-    modules = read_json(modules_file)
-    if not isinstance(modules, list):
-        raise ValueError(f"{modules_file}: expected a list of modules")
-    settings = {"normalize": False}
-    for module in modules:
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        if kind == "Transformer":
-            continue
-        if kind == "Normalize":
-            settings["normalize"] = True
-        elif kind == "Pooling":
-            config_file = Path(folder) / module.get("path", "") / "config.json"
-            switches = read_json(config_file)
-            modes = [name for key, name in _ST_POOLING_KEYS.items() if switches.get(key)]
-            others = [k for k, v in switches.items()
-                      if k.startswith("pooling_mode_") and k not in _ST_POOLING_KEYS and v]
-            if len(modes) != 1 or others:
-                raise ValueError(f"{config_file}: minibert pools one way at a time; this asks for {modes + others}")
-            settings["pooling"] = modes[0]
-        else:
-            raise ValueError(f"{modules_file}: module type {module.get('type')!r} is not supported by minibert")
-    st_config = Path(folder) / "sentence_bert_config.json"
-    if st_config.is_file():
-        values = read_json(st_config)
-        if values.get("max_seq_length"):
-            settings["max_length"] = int(values["max_seq_length"])
-        settings["lowercase"] = bool(values.get("do_lower_case", False))
-    return settings
-
-
 def _check_pooling(pooling, model):
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
     if pooling == "pooler" and model.pooler is None:
         raise ValueError("pooling 'pooler' needs pooler weights, and this checkpoint has none")
+
+
+def _check_max_length(value, model, name):
+    limit = model.config.max_position_embeddings
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= limit:
+        raise ValueError(f"{name} must be an integer from 2 (room for [CLS] and [SEP]) to the model's "
+                         f"max_position_embeddings {limit}, got {value!r}")
+
+
+def _check_vocabulary(tokenizer, model):
+    """Every id the tokenizer can produce must be a row of the embedding table: checked here, at load,
+    instead of failing on the first text that uses the id."""
+    top = max(tokenizer.backend.get_vocab(with_added_tokens=True).values(), default=-1)
+    if top >= model.config.vocab_size:
+        token = tokenizer.backend.id_to_token(top)
+        raise ValueError(f"the tokenizer maps {token!r} to id {top}, but the model's vocab_size is "
+                         f"{model.config.vocab_size}: the tokenizer does not belong to this model")
+
+
+_warned_bfloat16 = False
+
+
+def _warn_if_slow_bfloat16(model):
+    global _warned_bfloat16
+    from minibert.cpu import features
+
+    param = next(model.parameters())
+    if param.dtype == torch.bfloat16 and param.device.type == "cpu" and not features().native_bf16:
+        if not _warned_bfloat16:
+            _warned_bfloat16 = True
+            warnings.warn(f"this CPU ({features().describe()}) has no bfloat16 dot-product instructions "
+                          "(AVX512_BF16 or AMX): bfloat16 computes correctly here but is no faster than "
+                          "float32", stacklevel=3)
 
 
 def _progress(iterable, enabled: bool, total: int):

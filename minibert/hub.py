@@ -27,6 +27,8 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None, loc
     """Return a local folder for `name_or_path`: the folder itself, or a snapshot of the files BERT needs
     from the Hugging Face Hub, through its cache (HF_HOME, HF_HUB_CACHE; HF_HUB_OFFLINE=1 or
     `local_files_only=True` use the cache alone)."""
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        raise ValueError(f"model path is empty or not a path: {name_or_path!r}")
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -43,9 +45,14 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None, loc
     except LocalEntryNotFoundError as e:
         from huggingface_hub import constants
 
+        if local_files_only or constants.HF_HUB_OFFLINE:
+            switch = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE=1"
+            why = f"and downloading is off ({switch})"
+        else:  # huggingface_hub reports a failed connection this way too
+            cause = e.__cause__ or e.__context__
+            why = "and the Hugging Face Hub could not be reached" + (f" ({type(cause).__name__})" if cause else "")
         raise FileNotFoundError(
-            f"{name!r}{at} is neither a local folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}), "
-            "and downloading is off (HF_HUB_OFFLINE=1 or local_files_only=True)"
+            f"{name!r}{at} is neither a local folder nor in the Hugging Face cache ({constants.HF_HUB_CACHE}), {why}"
         ) from e
     except Exception as e:  # network, authentication, unknown repo: one message that says both tries
         raise FileNotFoundError(

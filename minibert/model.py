@@ -236,6 +236,11 @@ class BertModel(nn.Module):
             if not isinstance(position_ids, torch.Tensor) or position_ids.shape not in ((L,), (1, L), (B, L)):
                 expected = f"({L},), (1, {L}) or ({B}, {L})"
                 raise ValueError(f"position_ids is {_describe(position_ids)}; expected shape {expected}")
+        for name, t in (("token_type_ids", token_type_ids), ("position_ids", position_ids)):
+            if t is not None and t.dtype not in (torch.int64, torch.int32):
+                raise ValueError(f"{name} must be an integer tensor, got dtype {t.dtype}")
+        if attention_mask is not None:
+            _check_mask(attention_mask)
         _check_range("input_ids", input_ids, c.vocab_size, "vocab_size")
         _check_range("token_type_ids", token_type_ids, c.type_vocab_size, "type_vocab_size")
         _check_range("position_ids", position_ids, c.max_position_embeddings, "max_position_embeddings")
@@ -259,6 +264,19 @@ class BertModel(nn.Module):
 
 def _describe(t):
     return f"shape {tuple(t.shape)}" if isinstance(t, torch.Tensor) else f"a {type(t).__name__}"
+
+
+def _check_mask(mask):
+    """1 marks a real token and 0 padding; any other value would scale the additive mask into a wrong
+    answer (2 lets padding through, 0.5 half-masks, NaN poisons every output)."""
+    if mask.dtype == torch.bool:
+        return
+    if mask.is_complex() or not (mask.is_floating_point() or mask.dtype in (torch.int64, torch.int32, torch.uint8)):
+        raise ValueError(f"attention_mask must hold 0/1 integers, bools or 0.0/1.0 floats, got dtype {mask.dtype}")
+    bad = (mask != 0) & (mask != 1)  # NaN is neither
+    if bool(bad.any()):
+        value = mask[bad][0].item()
+        raise ValueError(f"attention_mask holds {value!r}; it must be 1 for real tokens and 0 for padding")
 
 
 def _check_range(name, ids, limit, limit_name):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import warnings
 from pathlib import Path
 
 from minibert.config import read_json
@@ -22,6 +24,9 @@ class Tokenizer:
 
     def __init__(self, backend, model_max_length: int = 512):
         self.backend = backend
+        # Truncation is a setting of the shared `tokenizers` object: a call sets it and encodes under this
+        # lock, so concurrent calls with different max_length cannot see each other's setting.
+        self._lock = threading.Lock()
         # The file's own truncation and padding settings (all-MiniLM ships "pad everything to 128")
         # would silently change what the caller asked for; each call sets its own.
         self.backend.no_truncation()
@@ -30,6 +35,10 @@ class Tokenizer:
         for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
             if backend.token_to_id(token) is None:
                 raise ValueError(f"the vocabulary has no {token} token")
+        unk = getattr(backend.model, "unk_token", None)  # WordPiece's stand-in for words it cannot split
+        if unk is not None and unk not in backend.get_vocab(with_added_tokens=False):
+            raise ValueError(f"the WordPiece vocabulary lacks its unknown token {unk!r}, which a word it cannot "
+                             "split into wordpieces needs")
         self.pad_token_id = backend.token_to_id("[PAD]")
         self.mask_token_id = backend.token_to_id("[MASK]")
 
@@ -75,7 +84,7 @@ class Tokenizer:
         if lowercase is None:
             raise ValueError(
                 f"{folder} has vocab.txt but no tokenizer_config.json, and its name does not say cased or "
-                "uncased: pass lowercase=True or lowercase=False"
+                "uncased: pass lowercase=True or lowercase=False (--uncased or --cased on the command line)"
             )
         if strip_accents is None:
             strip_accents = settings.get("strip_accents")
@@ -91,13 +100,21 @@ class Tokenizer:
         from tokenizers import Tokenizer as Backend
         from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
-        vocab = {}
-        with open(vocab_path, encoding="utf-8") as f:
-            for i, line in enumerate(f):
-                vocab.setdefault(line.rstrip("\n"), i)
+        vocab, lines = {}, {}
+        try:  # utf-8-sig: a byte-order mark at the start is not part of the first token
+            with open(vocab_path, encoding="utf-8-sig") as f:
+                tokens = [line.rstrip("\n") for line in f]
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{vocab_path} is not UTF-8 text (byte {e.start}): a vocab.txt holds one UTF-8 "
+                             "wordpiece per line") from None
+        for i, token in enumerate(tokens):
+            if token in vocab:  # the last line wins, as in transformers' BertTokenizer (fast)
+                warnings.warn(f"{vocab_path}: {token!r} is on line {lines[token] + 1} and again on line {i + 1}; "
+                              f"it gets id {i}, and id {lines[token]} decodes to nothing", stacklevel=3)
+            vocab[token], lines[token] = i, i
         if not vocab:
             raise ValueError(f"{vocab_path} is empty")
-        for token in ("[UNK]", "[CLS]", "[SEP]"):
+        for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
             if token not in vocab:
                 raise ValueError(f"{vocab_path} has no {token} token")
 
@@ -148,15 +165,18 @@ class Tokenizer:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < specials:
             raise ValueError(f"max_length must be an integer >= {specials} (room for [CLS]/[SEP]), got {limit!r}")
 
-        if truncation:
-            self.backend.enable_truncation(limit, strategy="longest_first")
-        else:
-            self.backend.no_truncation()
         inputs = texts if text_pairs is None else list(zip(texts, text_pairs))
-        try:
-            return self.backend.encode_batch(inputs)
-        except Exception as e:  # e.g. a pair whose second text cannot be truncated enough
-            raise ValueError(f"could not tokenize to max_length {limit}: {e}") from None
+        with self._lock:
+            if truncation:
+                self.backend.enable_truncation(limit, strategy="longest_first")
+            else:
+                self.backend.no_truncation()
+            try:
+                return self.backend.encode_batch(inputs)
+            except Exception as e:  # e.g. a pair whose second text cannot be truncated enough
+                _check_unicode(texts, "texts")
+                _check_unicode(text_pairs or [], "text_pairs")
+                raise ValueError(f"could not tokenize to max_length {limit}: {e}") from None
 
     def collate(self, encodings) -> dict:
         """Pad encodings to the longest into (B, L) int64 tensors."""
@@ -177,20 +197,28 @@ class Tokenizer:
 
     def tokenize(self, text: str, text_pair: str | None = None) -> list[str]:
         """The wordpieces of one text (or pair), special tokens included."""
-        self.backend.no_truncation()
-        return self.backend.encode(text, text_pair).tokens
+        with self._lock:
+            self.backend.no_truncation()
+            return self.backend.encode(text, text_pair).tokens
+
+    def __getstate__(self):  # copies and pickles get a lock of their own
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def save(self, directory) -> None:
         """Write vocab.txt, tokenizer.json and tokenizer_config.json, as transformers' BertTokenizer reads them."""
-        import json
+        from minibert.atomic import atomic_path, write_text
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         vocab = sorted(self.backend.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
         if [i for _, i in vocab] != list(range(len(vocab))):
             raise ValueError("the vocabulary ids are not 0..n-1 without gaps; it cannot be written as vocab.txt")
-        (directory / "vocab.txt").write_text("".join(token + "\n" for token, _ in vocab), encoding="utf-8")
-        self.backend.save(str(directory / "tokenizer.json"))
+        write_text(directory / "vocab.txt", "".join(token + "\n" for token, _ in vocab))
+        with atomic_path(directory / "tokenizer.json") as tmp:
+            self.backend.save(str(tmp))
         normalizer = self.backend.normalizer
         settings = {
             "tokenizer_class": "BertTokenizer",
@@ -201,7 +229,7 @@ class Tokenizer:
             **{name: f"[{name.removesuffix('_token').upper()}]" for name in
                ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")},
         }
-        (directory / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+        write_text(directory / "tokenizer_config.json", json.dumps(settings, indent=2) + "\n")
 
     def convert_ids_to_tokens(self, ids) -> list[str]:
         return [self.backend.id_to_token(int(i)) for i in ids]
@@ -224,6 +252,17 @@ def as_text_list(texts, name: str) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"{name}[{i}] is {type(t).__name__} {t!r:.40}, not a string")
     return list(texts)
+
+
+def _check_unicode(texts: list[str], name: str) -> None:
+    """Name the text a tokenizer failure came from when it is not valid Unicode: a lone surrogate, which
+    is what Python makes of invalid UTF-8 in a command-line argument."""
+    for i, text in enumerate(texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{name}[{i}] is not valid Unicode text: {text[e.start]!r} at character {e.start} "
+                             "(invalid UTF-8 in the input?)") from None
 
 
 def _lowercase_from_name(folder: os.PathLike) -> bool | None:

@@ -125,7 +125,7 @@ def test_bad_inputs(minilm_dir, tmp_path):
         tok(["a", "a b c"], padding=False)
     with pytest.raises(FileNotFoundError, match="neither tokenizer.json nor vocab.txt"):
         Tokenizer.from_pretrained(tmp_path)
-    (tmp_path / "vocab.txt").write_text("a\nb\n")
+    (tmp_path / "vocab.txt").write_text("[PAD]\na\nb\n")
     with pytest.raises(ValueError, match=r"vocab.txt has no \[UNK\] token"):
         Tokenizer.from_pretrained(tmp_path, lowercase=True)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 import unicodedata
+from pathlib import Path
 
 import minibert
 
@@ -53,11 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"minibert {minibert.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    def add(name, help, examples):
+    def add(name, help, examples, default_model=True):
         sub = commands.add_parser(name, help=help, description=help, epilog=examples,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-        sub.add_argument("--model", metavar="M", help="model folder or Hugging Face Hub id "
-                         "(default: all-MiniLM-L6-v2)")
+        if default_model:
+            sub.add_argument("--model", metavar="M", help="model folder or Hugging Face Hub id "
+                             "(default: all-MiniLM-L6-v2)")
+        else:
+            sub.add_argument("--model", metavar="M", required=True, help="model folder or Hugging Face Hub id")
+        add_case_options(sub)
         return sub
 
     embed = add("embed", "embed one text per line into vectors", EMBED_EXAMPLES)
@@ -67,9 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--batch-size", type=int, default=32, metavar="N", help="texts per batch (default: 32)")
     embed.add_argument("--max-length", type=int, metavar="N", help="truncate texts to N tokens "
                        "(default: the model's)")
-    embed.add_argument("--format", choices=("npy", "jsonl", "tsv"), default="npy",
-                       help="npy (default, to -o), jsonl or tsv (to stdout unless -o)")
-    embed.add_argument("-o", "--output", metavar="OUT", help="output file")
+    embed.add_argument("--format", choices=("npy", "jsonl", "tsv"),
+                       help="npy, jsonl or tsv (default: from the -o extension, else npy); jsonl and tsv go "
+                            "to stdout unless -o")
+    embed.add_argument("-o", "--output", metavar="OUT", help="output file, written whole or not at all")
     embed.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
     embed.add_argument("--quantize", choices=("int8",), help="int8: faster on CPU, vectors within about "
                        "0.99 cosine of float32")
@@ -89,13 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     convert.add_argument("src", metavar="SRC_DIR")
     convert.add_argument("out", metavar="OUT_DIR")
-    case = convert.add_mutually_exclusive_group()
-    case.add_argument("--uncased", dest="lowercase", action="store_const", const=True,
-                      help="lower-case text (when the folder name does not say)")
-    case.add_argument("--cased", dest="lowercase", action="store_const", const=False, help="keep case")
+    convert.add_argument("--force", action="store_true", help="replace OUT_DIR if it is not empty")
+    add_case_options(convert)
     convert.set_defaults(run=run_convert)
 
-    fill = add("fill-mask", "the most likely wordpieces for the [MASK] in a text", FILL_MASK_EXAMPLES)
+    fill = add("fill-mask", "the most likely wordpieces for the [MASK] in a text", FILL_MASK_EXAMPLES,
+               default_model=False)
     fill.add_argument("text", metavar="TEXT", help="a text with one [MASK]")
     fill.add_argument("--top-k", type=int, default=5, metavar="K", help="how many candidates (default: 5)")
     fill.set_defaults(run=run_fill_mask)
@@ -105,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     tokenize.add_argument("pair", nargs="?", metavar="TEXT", help="a second text, segment B")
     tokenize.set_defaults(run=run_tokenize)
     return parser
+
+
+def add_case_options(parser) -> None:
+    case = parser.add_mutually_exclusive_group()
+    case.add_argument("--uncased", dest="lowercase", action="store_const", const=True,
+                      help="lower-case text before tokenizing (for a vocab.txt folder whose name does not say)")
+    case.add_argument("--cased", dest="lowercase", action="store_const", const=False, help="keep case")
 
 
 def main(argv=None) -> int:
@@ -120,56 +134,121 @@ def main(argv=None) -> int:
             return 0
         args.run(args)
         return 0
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do. Python would complain again
+        # when it flushes stdout at exit, so stdout is pointed at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell shows for a tool stopped by a closed pipe
     except UsageError as e:
         print(e, file=sys.stderr)
         return 2
     except (OSError, ValueError, TypeError) as e:  # bad paths, checkpoints, inputs: say what, not where
-        print(f"minibert: error: {e}", file=sys.stderr)
+        print(f"minibert: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as e:  # anything else is minibert's fault, still one line for the person at the terminal
+        print(f"minibert: error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
+        return 1
+
+
+def one_line(error) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 500 else text[:497] + "..."
+
+
+FORMATS = {".npy": "npy", ".jsonl": "jsonl", ".tsv": "tsv"}
 
 
 def run_embed(args) -> None:
     import numpy as np
 
+    from minibert.atomic import atomic_open
+
+    start = time.perf_counter()
     if args.pooling is not None and args.pooling not in POOLINGS:
         raise UsageError(f"minibert embed: unknown pooling {args.pooling!r}; choose from {', '.join(POOLINGS)}")
     for name in ("batch_size", "max_length"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"minibert embed: --{name.replace('_', '-')} must be positive, got {value}")
-    if args.format == "npy" and args.output is None and sys.stdout.isatty():
+    output = Path(args.output) if args.output else None
+    fmt = output_format(args.format, output)
+    if fmt == "npy" and output is None and sys.stdout.isatty():
         raise UsageError("minibert embed: npy output needs -o FILE (or --format jsonl/tsv for the terminal)")
+    if output is not None:
+        check_writable(output)
+    check_device(args.device)
     texts = read_lines(args.input)
-    encoder = load_encoder(args.model, args.device, args.quantize)
+    encoder = load_encoder(args.model, args.device, args.quantize, args.lowercase)
     normalize = False if args.no_normalize else None
-    vectors = encoder.encode(texts, pooling=args.pooling, normalize=normalize, batch_size=args.batch_size,
-                             max_length=args.max_length)
 
-    if args.format == "npy":
-        if args.output is None:
-            np.save(sys.stdout.buffer, vectors)
+    # The output is opened before the work, so an unwritable place fails now, and written to a temporary
+    # name that becomes `output` only once every byte is on disk (minibert/atomic.py).
+    with atomic_open(output) if output is not None else _stdout() as out:
+        vectors = encoder.encode(texts, pooling=args.pooling, normalize=normalize, batch_size=args.batch_size,
+                                 max_length=args.max_length)
+        if fmt == "npy":
+            np.lib.format.write_array_header_1_0(out, np.lib.format.header_data_from_array_1_0(vectors))
+            out.write(np.ascontiguousarray(vectors).tobytes())
         else:
-            np.save(args.output, vectors)  # np.save appends .npy to a name without it
+            for text, vector in zip(texts, vectors):
+                if fmt == "jsonl":
+                    line = json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]},
+                                      ensure_ascii=False)
+                else:
+                    line = "\t".join(f"{x:.9g}" for x in vector)  # 9 digits: float32 round-trips
+                out.write((line + "\n").encode("utf-8"))
+    where = output if output is not None else "stdout"
+    print(f"minibert: embedded {len(texts)} texts ({vectors.shape[1]} dimensions, {fmt}) in "
+          f"{time.perf_counter() - start:.1f} s -> {where}", file=sys.stderr)
+
+
+def output_format(given: str | None, output: Path | None) -> str:
+    """--format, or the output file's extension; a clash between the two is refused."""
+    inferred = FORMATS.get(output.suffix.lower()) if output is not None else None
+    if given and inferred and given != inferred:
+        raise UsageError(f"minibert embed: --format {given} does not match the extension of {output}")
+    return given or inferred or "npy"
+
+
+def check_writable(output: Path) -> None:
+    if output.is_dir():
+        raise UsageError(f"minibert embed: -o {output} is a folder; give a file name")
+    folder = output.parent
+    if not folder.is_dir():
+        raise UsageError(f"minibert embed: cannot write {output}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"minibert embed: cannot write {output}: folder {folder} is not writable")
+
+
+def check_device(device) -> None:
+    if device is None:
         return
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    from minibert.weights import as_device
+
     try:
-        for text, vector in zip(texts, vectors):
-            if args.format == "jsonl":
-                out.write(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]},
-                                     ensure_ascii=False) + "\n")
-            else:
-                out.write("\t".join(f"{x:.9g}" for x in vector) + "\n")  # 9 digits: float32 round-trips
-    finally:
-        if out is not sys.stdout:
-            out.close()
+        as_device(device)
+    except ValueError as e:
+        raise UsageError(f"minibert: --device: {e}") from None
+
+
+class _stdout:
+    """sys.stdout's bytes, as a context manager that flushes (a closed pipe surfaces here) and stays open."""
+
+    def __enter__(self):
+        return sys.stdout.buffer
+
+    def __exit__(self, *exc):
+        sys.stdout.buffer.flush()
+        return False
 
 
 def run_similarity(args) -> None:
     from minibert.encoder import similarity
 
-    encoder = load_encoder(args.model)
+    encoder = load_encoder(args.model, lowercase=args.lowercase)
     vectors = encoder.encode(args.texts)
     print(format_matrix(args.texts, similarity(vectors, vectors)))
 
@@ -178,7 +257,7 @@ def run_tokenize(args) -> None:
     from minibert.hub import default_model
     from minibert.tokenizer import Tokenizer
 
-    tokenizer = Tokenizer.from_pretrained(args.model or default_model())
+    tokenizer = Tokenizer.from_pretrained(args.model or default_model(), lowercase=args.lowercase)
     batch = tokenizer([args.text], None if args.pair is None else [args.pair], truncation=False)
     ids, types = batch["input_ids"][0].tolist(), batch["token_type_ids"][0].tolist()
     tokens = tokenizer.convert_ids_to_tokens(ids)
@@ -192,13 +271,12 @@ def run_fill_mask(args) -> None:
     import warnings
 
     from minibert.heads import BertForMaskedLM, fill_mask
-    from minibert.hub import default_model
     from minibert.tokenizer import Tokenizer
 
     if args.top_k < 1:
         raise UsageError(f"minibert fill-mask: --top-k must be positive, got {args.top_k}")
-    folder = args.model or default_model()
-    tokenizer = Tokenizer.from_pretrained(folder)
+    folder = args.model
+    tokenizer = Tokenizer.from_pretrained(folder, lowercase=args.lowercase)
     masks = tokenizer.tokenize(args.text).count("[MASK]")
     if masks != 1:
         raise UsageError(f"minibert fill-mask: the text must hold exactly one [MASK], it holds {masks}")
@@ -217,28 +295,32 @@ def run_fill_mask(args) -> None:
 def run_convert(args) -> None:
     from minibert.convert import convert
 
-    out = convert(args.src, args.out, lowercase=args.lowercase)
-    print(f"wrote {out}")
+    out = convert(args.src, args.out, lowercase=args.lowercase, force=args.force)
+    print(f"minibert: wrote {out}", file=sys.stderr)
 
 
-def load_encoder(model, device=None, quantize=None):
+def load_encoder(model, device=None, quantize=None, lowercase=None):
     from minibert.encoder import Encoder
 
-    return Encoder.from_pretrained(model, device=device, quantize=quantize)
+    return Encoder.from_pretrained(model, device=device, quantize=quantize, lowercase=lowercase)
 
 
 def read_lines(source: str) -> list[str]:
     """One text per line, from a file or stdin; a blank line is an (empty) text of its own."""
     name = "stdin" if source == "-" else source
     try:
-        data = sys.stdin.buffer.read() if source == "-" else open(source, "rb").read()
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as e:
         raise UsageError(f"minibert embed: cannot read {name}: {e.strerror or e}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UsageError(f"minibert embed: {name} is not UTF-8 text (byte {e.start})") from None
-    lines = text.removeprefix("\ufeff").splitlines()
+    # One text per "\n" ("\r\n" too); not str.splitlines(), which also breaks at \f, \v, \x1c-\x1e,
+    # U+0085, U+2028 and U+2029, characters a text may hold.
+    text = text.removeprefix("\ufeff")
+    lines = text.removesuffix("\n").split("\n") if text else []
+    lines = [line.removesuffix("\r") for line in lines]
     if not lines:
         raise UsageError(f"minibert embed: {name} is empty: give one text per line")
     return lines

@@ -2,7 +2,7 @@
 fine-tuning, on the short positive / negative sentences in scripts/data/.
 
     python scripts/finetune_classifier.py                      # both modes, all-MiniLM-L6-v2
-    python scripts/finetune_classifier.py --mode full --epochs 3 --out runs/sentiment
+    python scripts/finetune_classifier.py --mode full --epochs 3 --output-dir runs/sentiment
 
 Each mode prints the training loss per epoch and the test accuracy, saves the model with
 save_pretrained, loads it back and checks that the reloaded model predicts the same.
@@ -101,13 +101,15 @@ def run(mode: str, args) -> float:
     print(f"{mode}: test loss {loss:.4f}, test accuracy {accuracy:.1%} "
           f"({time.perf_counter() - start:.0f} s of training and testing)")
 
-    out = Path(args.out) / mode if args.out else Path(tempfile.mkdtemp(prefix=f"minibert-{mode}-"))
-    model.save_pretrained(out)
-    reloaded = BertForSequenceClassification.from_pretrained(out)
-    _, reloaded_accuracy, reloaded_predictions = evaluate(reloaded, tokenizer, test_texts, test_labels)
-    same = sum(a == b for a, b in zip(predictions, reloaded_predictions))
-    print(f"{mode}: saved to {out}; reloaded, it predicts the same label for {same} of {len(predictions)} test "
-          f"sentences (accuracy {reloaded_accuracy:.1%})")
+    with tempfile.TemporaryDirectory(prefix=f"minibert-{mode}-") as scratch:  # removed unless --output-dir
+        out = Path(args.output_dir) / mode if args.output_dir else Path(scratch)
+        model.save_pretrained(out)
+        reloaded = BertForSequenceClassification.from_pretrained(out)
+        _, reloaded_accuracy, reloaded_predictions = evaluate(reloaded, tokenizer, test_texts, test_labels)
+        same = sum(a == b for a, b in zip(predictions, reloaded_predictions))
+        saved = f"saved to {out}" if args.output_dir else "saved to a temporary folder (kept with --output-dir)"
+        print(f"{mode}: {saved}; reloaded, it predicts the same label for {same} of {len(predictions)} test "
+              f"sentences (accuracy {reloaded_accuracy:.1%})")
     return accuracy
 
 
@@ -119,7 +121,8 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, help="default: 1e-2 frozen, 5e-5 full")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="where to save the models (default: a temporary folder)")
+    parser.add_argument("--output-dir", help="keep the fine-tuned models here, one folder per mode (default: "
+                        "saved to a temporary folder to check the reload, then removed)")
     args = parser.parse_args(argv)
     modes = ("frozen", "full") if args.mode == "both" else (args.mode,)
     results = {mode: run(mode, args) for mode in modes}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -99,7 +101,7 @@ def test_embed_int8(input_file, expected):
     assert got.shape == expected.shape
     assert ((got * expected).sum(1) > 0.97).all()  # lossy, but the same vectors to within int8
     result = run("embed", "--quantize", "int8", "--device", "meta", "--format", "tsv", str(input_file))
-    assert result.returncode == 2 and b"runs on CPU in float32" in result.stderr
+    assert result.returncode == 2 and b"device 'meta' is not supported" in result.stderr
 
 
 def test_tokenize():
@@ -142,5 +144,120 @@ def test_console_script_is_installed():
 def test_truncation_warning_is_one_line():
     result = run("embed", "--format", "tsv", "--max-length", "4", stdin="one two three four five\nshort\n")
     assert result.returncode == 0
-    expected = "minibert: warning: 1 of 2 texts were longer than 4 tokens and were truncated"
-    assert result.stderr.decode().strip() == expected
+    warning, summary = result.stderr.decode().strip().splitlines()
+    assert warning == "minibert: warning: 1 of 2 texts were longer than 4 tokens and were truncated"
+    assert summary.startswith("minibert: embedded 2 texts (384 dimensions, tsv) in ") and summary.endswith("-> stdout")
+
+
+# --- faults a person meets at the command line ---------------------------------------------------------
+
+def test_embed_splits_on_newlines_only(tmp_path, minilm_dir):
+    texts = ["page\fbreak and\vvertical tab", "separators \x1c\x1d\x1e and next-line \u0085 inside",
+             "line\u2028and paragraph\u2029separators"]
+    path = tmp_path / "texts.txt"
+    path.write_bytes("\r\n".join(texts).encode("utf-8") + b"\r\n")  # Windows line ends too
+    out = tmp_path / "v.npy"
+    result = run("embed", str(path), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    vectors = np.load(out)
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(vectors, minibert.Encoder.from_pretrained(minilm_dir).encode(texts), atol=1e-6, rtol=0)
+
+
+def test_a_failed_write_exits_non_zero_and_leaves_no_file(input_file, tmp_path):
+    """Under a 2 KB file-size limit (ulimit -f) the vectors (4.6 KB) cannot be written."""
+    import resource
+
+    out = tmp_path / "v.npy"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    result = subprocess.run([sys.executable, "-m", "minibert", "embed", str(input_file), "-o", str(out)],
+                            capture_output=True, timeout=300, preexec_fn=limit)
+    err = result.stderr.decode()
+    assert result.returncode != 0 and "File too large" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [input_file]  # neither v.npy nor a temporary file
+
+
+def test_output_is_checked_before_the_work(input_file, tmp_path):
+    cases = [
+        (["-o", str(tmp_path)], "is a folder; give a file name"),
+        (["-o", str(tmp_path / "missing" / "v.npy")], "folder " + str(tmp_path / "missing") + " does not exist"),
+        (["-o", str(tmp_path / "v.jsonl"), "--format", "npy"], "--format npy does not match the extension"),
+        (["--device", "tpu", "--format", "tsv"], "unknown device 'tpu'"),
+        (["--device", "cuda", "--format", "tsv"], "device 'cuda' is not available"),
+        (["--max-length", "18446744073709551616", "--format", "tsv"], "max_length must be an integer from 2"),
+        (["--model", "", "--format", "tsv"], "model path is empty"),
+    ]
+    for args, message in cases:
+        result = run("embed", str(input_file), *args)
+        err = result.stderr.decode()
+        assert result.returncode == 2, (args, err)
+        assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (args, err)
+
+
+def test_the_format_follows_the_extension(input_file, tmp_path, expected):
+    for name in ("v.jsonl", "v.tsv", "v.npy", "v.vectors"):
+        result = run("embed", str(input_file), "-o", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        summary = result.stderr.decode().strip()
+        assert summary.startswith("minibert: embedded 3 texts (384 dimensions, ") and summary.endswith(name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["texts.txt", "v.jsonl", "v.tsv", "v.npy",
+                                                                  "v.vectors"])
+    rows = [json.loads(line)["embedding"] for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(np.array(rows), expected, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.load(tmp_path / "v.vectors"), expected, atol=1e-6, rtol=0)
+
+
+def test_a_closed_pipe_is_quiet(tmp_path):
+    path = tmp_path / "many.txt"
+    path.write_text("".join(f"sentence number {i}\n" for i in range(300)))
+    result = subprocess.run(f"{sys.executable} -m minibert embed --format tsv {path} | head -c 100 >/dev/null",
+                            shell=True, capture_output=True, timeout=300)
+    assert result.returncode == 0 and result.stderr == b""
+
+
+@pytest.mark.parametrize("args,message", [
+    (["fill-mask", "Paris is the [MASK] of France."], "the following arguments are required: --model"),
+    (["similarity", "--model", "MINILM_BAD_MODULES", "a", "b"], "modules.json: expected a list of module objects"),
+    (["tokenize", "--model", "NO_UNK", "qqqzzz"], "lacks its unknown token '[UNK]'"),
+    (["similarity", "\udcff\udcfe", "b"], "texts[0] is not valid Unicode text"),
+])
+def test_bad_environments_are_one_line(minilm_dir, tmp_path, args, message):
+    bad = tmp_path / "bad"
+    shutil.copytree(minilm_dir, bad)
+    if "MINILM_BAD_MODULES" in args:
+        (bad / "modules.json").write_text("[1, 2]")
+    if "NO_UNK" in args:
+        spec = json.loads((bad / "tokenizer.json").read_text(encoding="utf-8"))
+        del spec["model"]["vocab"]["[UNK]"]
+        (bad / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    args = [str(bad) if a in ("MINILM_BAD_MODULES", "NO_UNK") else a for a in args]
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:surrogateescape"}
+    result = subprocess.run([sys.executable, "-m", "minibert", *args], capture_output=True, timeout=300, env=env)
+    err = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_fill_mask_help_names_no_default_model():
+    out = run("fill-mask", "--help").stdout.decode()
+    assert "default: all-MiniLM" not in out and "--model M" in out
+
+
+def test_uncased_and_cased_on_every_tokenizer_command(tmp_path):
+    """A Google folder whose name says neither cased nor uncased: --uncased / --cased settle it."""
+    from pathlib import Path
+
+    fixture = Path(__file__).parent / "data" / "uncased_L-2_H-32_A-4"
+    folder = tmp_path / "my_bert"
+    shutil.copytree(fixture, folder)
+    result = run("tokenize", "--model", str(folder), "Hello")
+    assert result.returncode == 2 and b"--uncased or --cased" in result.stderr
+    lower = run("tokenize", "--model", str(folder), "--uncased", "Hello").stdout.decode()
+    upper = run("tokenize", "--model", str(folder), "--cased", "Hello").stdout.decode()
+    assert "hello" in lower.split() and "hello" not in upper.split()
+    for command in (["similarity", "Hello", "World"], ["embed", "--format", "tsv", "-"]):
+        result = run(*command[:1], "--model", str(folder), "--uncased", *command[1:], stdin="Hello\n")
+        assert result.returncode == 0, result.stderr

@@ -420,3 +420,37 @@ def test_convert_keeps_sentence_transformers_metadata(minilm_dir, tmp_path):
     texts = TEXTS[:4]
     np.testing.assert_allclose(Encoder.from_pretrained(tmp_path / "converted").encode(texts),
                                Encoder.from_pretrained(minilm_dir).encode(texts), atol=1e-6, rtol=0)
+
+
+def test_a_fork_after_loading_is_an_error_not_a_hang(minilm_dir):
+    code = textwrap.dedent(f"""
+        import os, sys, time, torch
+        torch.set_num_threads(2)
+        from minibert import Encoder
+        encoder = Encoder.from_pretrained({str(minilm_dir)!r})
+        encoder.encode(["warm up the thread pool"] * 40)
+        for fix in (False, True):
+            pid = os.fork()
+            if pid == 0:
+                if fix:
+                    torch.set_num_threads(1)
+                try:
+                    encoder.encode(["in the child"] * 40)
+                    print("child ok", flush=True)
+                except RuntimeError as e:
+                    print("child refused:", e, flush=True)
+                os._exit(0)
+            for _ in range(120):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+                time.sleep(0.5)
+            else:
+                os.kill(pid, 9)
+                print("child hung", flush=True)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, (result.stdout, result.stderr)
+    assert lines[0].startswith("child refused: this process is a fork() of one that had already loaded")
+    assert "'spawn' or 'forkserver'" in lines[0]
+    assert lines[1] == "child ok"

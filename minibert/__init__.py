@@ -8,17 +8,20 @@ __version__ = "0.1.0"
 from minibert.config import BertConfig
 
 __all__ = [
-    "BertConfig", "BertModel", "BertOutput", "CheckpointError", "Encoder", "Tokenizer", "similarity", "fill_mask",
+    "BertConfig", "BertModel", "BertOutput", "EncoderOutput", "CheckpointError", "Encoder", "Tokenizer",
+    "similarity", "fill_mask",
     "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining", "BertForSequenceClassification",
-    "BertForTokenClassification", "BertForQuestionAnswering", "__version__",
+    "BertForTokenClassification", "BertForQuestionAnswering", "default_model", "__version__",
 ]
 
 _LAZY = {
-    "BertModel": "minibert.model",
+    "BertModel": "minibert.weights",  # minibert.model's BertModel, with from_pretrained added by weights.py
     "BertOutput": "minibert.model",
+    "EncoderOutput": "minibert.model",
     "CheckpointError": "minibert.weights",
     "Tokenizer": "minibert.tokenizer",
     "Encoder": "minibert.encoder",
+    "default_model": "minibert.hub",
     "similarity": "minibert.encoder",
     "fill_mask": "minibert.heads",
     "BertForMaskedLM": "minibert.heads",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import warnings
@@ -12,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from minibert.hub import default_model, resolve
-from minibert.model import BertModel
 from minibert.st_config import read_sentence_transformers_settings
 from minibert.tokenizer import Tokenizer, as_text_list
+from minibert.weights import BertModel
 
 POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len")
 
@@ -34,6 +35,8 @@ class Encoder:
         if max_length is not None:
             _check_max_length(max_length, model, "max_length")
         _warn_if_slow_bfloat16(model)
+        global _encoders_made
+        _encoders_made = True
         if fast:  # oneDNN linear layers with the GELU fused, on CPU (see minibert/fast.py); same weights
             from minibert.fast import fuse_linear_layers
 
@@ -115,6 +118,7 @@ class Encoder:
             max_length = min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
         _check_max_length(max_length, self.model, "max_length")
         _check_pooling(pooling, self.model)
+        _check_not_forked()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if convert_to not in ("numpy", "torch"):
@@ -159,6 +163,31 @@ class Encoder:
         if single:
             out = out[0]
         return out.cpu().numpy() if convert_to == "numpy" else out
+
+
+# After fork(), torch's OpenMP thread pool is gone from the child, and the child's first parallel
+# operation waits for it forever (plain torch does the same). An Encoder made before a fork knows this.
+_encoders_made = False
+_forked_after_load = False
+
+
+def _after_fork_in_child():
+    global _forked_after_load
+    _forked_after_load = _encoders_made
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_not_forked():
+    if _forked_after_load and torch.get_num_threads() > 1:
+        raise RuntimeError(
+            "this process is a fork() of one that had already loaded a minibert model, and torch's thread pool "
+            "does not survive fork(): computing here would hang. Start worker processes with multiprocessing's "
+            "'spawn' or 'forkserver' method (multiprocessing.get_context('spawn')), or call "
+            "torch.set_num_threads(1) in the child first"
+        )
 
 
 _threads_lock = threading.Lock()

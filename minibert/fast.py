@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minibert.cpu import features
-from minibert.model import BertModel, BertOutput, additive_mask
+from minibert.model import BertModel, EncoderOutput, additive_mask, check_inputs
 
 
 @functools.cache
@@ -108,7 +108,7 @@ def _fused(linear):
     return FusedLinear(linear) if type(linear) is nn.Linear else linear  # not twice, and not int8 layers
 
 
-def forward_unpadded(model: BertModel, input_ids, attention_mask, token_type_ids=None) -> BertOutput:
+def forward_unpadded(model: BertModel, input_ids, attention_mask, token_type_ids=None) -> EncoderOutput:
     """BertModel's forward on a padded batch without computing on the padding.
 
     The real tokens are packed into one (T, H) matrix, so embeddings, projections, feed-forward and
@@ -116,7 +116,7 @@ def forward_unpadded(model: BertModel, input_ids, attention_mask, token_type_ids
     (B, L) grid, where the padding mask keeps sequences apart. Real positions equal the padded path's up
     to float rounding; padded positions of `last_hidden_state` are zero.
     """
-    model.check_inputs(input_ids, attention_mask, token_type_ids)
+    check_inputs(model.config, input_ids, attention_mask, token_type_ids)
     B, L = input_ids.shape
     if token_type_ids is None:
         token_type_ids = torch.zeros_like(input_ids)
@@ -137,4 +137,4 @@ def forward_unpadded(model: BertModel, input_ids, attention_mask, token_type_ids
         x = layer.attention_norm(x + layer.dropout(attention.output(context)))  # as Layer.forward, on T rows
         x = layer.ffn_norm(x + layer.dropout(layer.ffn(x)))
     last = x.new_zeros(B * L, H).index_copy_(0, index, x).view(B, L, H)  # (B, L, H)
-    return BertOutput(last, model.pooler(last) if model.pooler is not None else None)
+    return EncoderOutput(last, model.pooler(last) if model.pooler is not None else None)

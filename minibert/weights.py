@@ -375,7 +375,8 @@ def read_checkpoint(name_or_path, *, revision=None, local_files_only=False):
     return (folder, read_config(folder), *read_state_dict(folder))
 
 
-def load_model(name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False) -> BertModel:
+def load_model(name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False,
+               attention: str = "sdpa") -> BertModel:
     as_device(device), as_dtype(dtype)  # refused before the files are read
     folder, config, tensors, origin = read_checkpoint(name_or_path, revision=revision,
                                                       local_files_only=local_files_only)
@@ -387,7 +388,7 @@ def load_model(name_or_path, *, device=None, dtype=None, revision=None, local_fi
         warnings.warn(f"{folder}: the checkpoint has no pooler weights; pooler_output will be None", stacklevel=3)
     # A skeleton, so no memory or time goes into random weights that are overwritten.
     with skeleton():
-        model = BertModel(config, add_pooler=has_pooler)
+        model = BertModel(config, add_pooler=has_pooler, attention=attention)
     model.load_state_dict(state, strict=True, assign=True)
     return cast(model, device, dtype, folder)
 
@@ -479,3 +480,23 @@ def save_safetensors(tensors: dict, path: Path) -> None:
 
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
+
+
+# --- BertModel's loading methods, kept here beside the formats so that model.py only computes ----------
+
+def _from_pretrained(cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False,
+                     attention: str = "sdpa") -> BertModel:
+    """Load a checkpoint folder or Hub id: safetensors (sharded or not), pytorch_model.bin, or a Google
+    TensorFlow checkpoint. Weights are float32 unless `dtype` says otherwise; `attention` is "sdpa"
+    (fused) or "eager" (the equations step by step)."""
+    return load_model(name_or_path, device=device, dtype=dtype, revision=revision,
+                      local_files_only=local_files_only, attention=attention)
+
+
+def _save_pretrained(self, directory) -> None:
+    """Write `config.json` and `model.safetensors` under the Hugging Face names."""
+    save_model(self, directory)
+
+
+BertModel.from_pretrained = classmethod(_from_pretrained)
+BertModel.save_pretrained = _save_pretrained

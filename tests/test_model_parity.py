@@ -166,3 +166,17 @@ def test_bert_base_as_legacy_pytorch_bin(bert_base, tmp_path):
     with torch.no_grad():
         assert_outputs_match(model(input_ids, attention_mask, token_type_ids, output_hidden_states=True),
                              ref(input_ids, attention_mask, token_type_ids, output_hidden_states=True), attention_mask)
+
+
+def test_eager_setting_is_the_reference_bit_for_bit(minilm_dir, hf_minilm):
+    """attention="eager" runs attention()'s equations on an ordinary forward: 0 difference from transformers'
+    eager attention on every output, with or without the attention maps."""
+    model = BertModel.from_pretrained(minilm_dir, attention="eager")
+    batch = Tokenizer.from_pretrained(minilm_dir)(["A man is eating food.", "Someone rides a red bicycle up the hill."])
+    with torch.no_grad():
+        expected = hf_minilm(**batch, output_hidden_states=True)
+        ours = model(**batch, output_hidden_states=True)
+    assert ours.attentions is None
+    assert_outputs_match(ours, expected, batch["attention_mask"], atol=0)
+    with pytest.raises(ValueError, match="attention implementation must be 'sdpa' or 'eager', got 'flash'"):
+        BertModel.from_pretrained(minilm_dir, attention="flash")

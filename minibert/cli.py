@@ -1,4 +1,4 @@
-"""The `minibert` command line: embed, similarity, tokenize."""
+"""The `minibert` command line: embed, similarity, tokenize, inspect, attention, fill-mask, convert."""
 
 from __future__ import annotations
 
@@ -40,6 +40,17 @@ FILL_MASK_EXAMPLES = """examples:
 The model needs its masked-language-model head (cls.predictions.*), as BertForPreTraining and
 BertForMaskedLM checkpoints and Google's releases have; sentence-embedding models such as the default
 all-MiniLM-L6-v2 do not.
+"""
+INSPECT_EXAMPLES = """examples:
+  minibert inspect "The cat sat on the mat."
+  minibert inspect --model bert-base-uncased "How old are you?" "I am six." --json > trace.json
+
+Step names are those of minibert/inspect.py (and minibert dump): embeddings.*, layers.N.attention.*,
+layers.N.ffn.*, pooler.*.
+"""
+ATTENTION_EXAMPLES = """examples:
+  minibert attention "The animal didn't cross the street because it was too tired." -o attention.html
+  minibert attention "How old are you?" "I am six." --png heatmaps/
 """
 TOKENIZE_EXAMPLES = """examples:
   minibert tokenize "Unaffable, isn't it?"
@@ -106,6 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument("text", metavar="TEXT", help="a text with one [MASK]")
     fill.add_argument("--top-k", type=int, default=5, metavar="K", help="how many candidates (default: 5)")
     fill.set_defaults(run=run_fill_mask)
+
+    inspect = add("inspect", "trace one forward pass: every step's shape and statistics, attention, vectors",
+                  INSPECT_EXAMPLES)
+    inspect.add_argument("text", metavar="TEXT")
+    inspect.add_argument("pair", nargs="?", metavar="TEXT", help="a second text, segment B")
+    inspect.add_argument("--json", action="store_true", help="print everything as one JSON object")
+    inspect.set_defaults(run=run_inspect)
+
+    attention = add("attention", "write an attention explorer page (and PNG heatmaps) for a text",
+                    ATTENTION_EXAMPLES)
+    attention.add_argument("text", metavar="TEXT")
+    attention.add_argument("pair", nargs="?", metavar="TEXT", help="a second text, segment B")
+    attention.add_argument("-o", "--output", metavar="HTML", default="attention.html",
+                           help="the page to write (default: attention.html)")
+    attention.add_argument("--png", metavar="DIR", help="also write one heatmap per layer into DIR "
+                           "(needs matplotlib: pip install 'minibert-encoder[viz]')")
+    attention.set_defaults(run=run_attention)
 
     tokenize = add("tokenize", "show the wordpieces, ids and token types of a text (or pair)", TOKENIZE_EXAMPLES)
     tokenize.add_argument("text", metavar="TEXT")
@@ -213,14 +241,14 @@ def output_format(given: str | None, output: Path | None) -> str:
     return given or inferred or "npy"
 
 
-def check_writable(output: Path) -> None:
+def check_writable(output: Path, command: str = "embed") -> None:
     if output.is_dir():
-        raise UsageError(f"minibert embed: -o {output} is a folder; give a file name")
+        raise UsageError(f"minibert {command}: -o {output} is a folder; give a file name")
     folder = output.parent
     if not folder.is_dir():
-        raise UsageError(f"minibert embed: cannot write {output}: folder {folder} does not exist")
+        raise UsageError(f"minibert {command}: cannot write {output}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise UsageError(f"minibert embed: cannot write {output}: folder {folder} is not writable")
+        raise UsageError(f"minibert {command}: cannot write {output}: folder {folder} is not writable")
 
 
 def check_device(device) -> None:
@@ -265,6 +293,125 @@ def run_tokenize(args) -> None:
     print(f"{'#':>4}  {pad('token', width)}  {'id':>6}  type")
     for i, (token, id_, type_) in enumerate(zip(tokens, ids, types)):
         print(f"{i:>4}  {pad(token, width)}  {id_:>6}  {type_:>4}")
+
+
+def _traced_input(args):
+    """The model, tokenizer and one (text, pair) batch for inspect and attention, truncated with a warning."""
+    import warnings
+
+    from minibert.hub import default_model
+    from minibert.tokenizer import Tokenizer
+    from minibert.weights import BertModel
+
+    folder = args.model or default_model()
+    tokenizer = Tokenizer.from_pretrained(folder, lowercase=args.lowercase)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no pooler weights.*")
+        model = BertModel.from_pretrained(folder)
+    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    pair = None if args.pair is None else [args.pair]
+    encodings = tokenizer.encode([args.text], pair, max_length=limit)
+    if encodings[0].overflowing:
+        warnings.warn(f"the text was longer than {limit} tokens and was truncated", stacklevel=2)
+    batch = tokenizer.collate(encodings)
+    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
+    return folder, model, batch, tokens
+
+
+def run_inspect(args) -> None:
+    import torch
+
+    from minibert.inspect import (
+        attention_summary,
+        component_parameters,
+        flops_per_token,
+        statistics,
+        trace,
+    )
+
+    folder, model, batch, tokens = _traced_input(args)
+    config = model.config
+    steps = trace(model, batch)
+    last = steps[f"layers.{len(model.layers) - 1}.ffn.norm"][0]  # (L, H)
+    vectors = {"mean": last.mean(0), "cls": last[0]}
+    if model.pooler is not None:
+        vectors["pooler"] = steps["pooler.output"][0]
+    names = list(vectors)
+    cosines = {f"{a}~{b}": round(float(torch.nn.functional.cosine_similarity(vectors[a], vectors[b], dim=0)), 4)
+               for i, a in enumerate(names) for b in names[i + 1:]}
+    params = component_parameters(model)
+    length = len(tokens)
+    report = {
+        "model": str(folder),
+        "config": {k: getattr(config, k) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                                                  "intermediate_size", "vocab_size")},
+        "tokens": [{"token": t, "id": int(i), "segment": int(s)} for t, i, s in
+                   zip(tokens, batch["input_ids"][0], batch["token_type_ids"][0])],
+        "steps": [{"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
+                   **{k: round(v, 6) for k, v in statistics(t).items()}} for name, t in steps.items()],
+        "attention": [attention_summary(steps[f"layers.{i}.attention.probs"][0], tokens)
+                      for i in range(len(model.layers))],
+        "vectors": {"norms": {k: round(float(v.norm()), 4) for k, v in vectors.items()}, "cosines": cosines},
+        "parameters": {**params, "total": sum(params.values()),
+                       "formula": config.parameter_count(pooler=model.pooler is not None)},
+        "flops_per_token": flops_per_token(config, length),
+    }
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+        return
+    c = report["config"]
+    print(f"model {folder}: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
+          f"{c['num_attention_heads']} heads, intermediate {c['intermediate_size']}, vocabulary {c['vocab_size']}")
+    width = max(display_width(t) for t in tokens + ["token"])
+    print(f"\n{'#':>4}  {pad('token', width)}  {'id':>6}  segment")
+    for i, row in enumerate(report["tokens"]):
+        print(f"{i:>4}  {pad(row['token'], width)}  {row['id']:>6}  {row['segment']:>7}")
+    name_width = max(len(s["name"]) for s in report["steps"])
+    print(f"\n{'step':<{name_width}}  {'shape':<16} {'mean':>9} {'std':>9} {'min':>9} {'max':>9} {'norm':>9}")
+    for s in report["steps"]:
+        shape = "(" + ", ".join(map(str, s["shape"])) + ")"
+        print(f"{s['name']:<{name_width}}  {shape:<16} {s['mean']:>9.4f} {s['std']:>9.4f} {s['min']:>9.4f} "
+              f"{s['max']:>9.4f} {s['norm']:>9.3f}")
+    print("\nattention: each head's mean entropy (nats; uniform over the tokens would be "
+          f"{float(torch.log(torch.tensor(float(length)))):.2f}), and the tokens [CLS] attends to most")
+    for i, a in enumerate(report["attention"]):
+        entropies = " ".join(f"{e:.2f}" for e in a["entropy"])
+        top = ", ".join(f"{t} {w:.2f}" for t, w in a["cls_attends_to"])
+        print(f"  layer {i:>2}: {entropies}   [CLS] -> {top}")
+    print("\nvectors: " + ", ".join(f"{k} |{v:.3f}|" for k, v in report["vectors"]["norms"].items())
+          + "; cosines " + ", ".join(f"{k} {v:.3f}" for k, v in cosines.items()))
+    p = report["parameters"]
+    parts = ", ".join(f"{k} {p[k]:,}" for k in params)
+    print(f"parameters: {parts}; total {p['total']:,} (formula: {p['formula']:,})")
+    print(f"FLOPs per token at length {length}: {report['flops_per_token']:,} "
+          "(layers x (2 x (4H^2 + 2HI) + 4LH))")
+
+
+def run_attention(args) -> None:
+    from minibert.atomic import write_text
+    from minibert.explorer import attention_html, write_png_heatmaps
+
+    output = Path(args.output)
+    check_writable(output, "attention")
+    if args.png:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("minibert attention: --png needs matplotlib: pip install 'minibert-encoder[viz]'")
+    folder, model, batch, tokens = _traced_input(args)
+    import torch
+
+    with torch.no_grad():
+        out = model(**batch, output_attentions=True)
+    attentions = [a[0].numpy() for a in out.attentions]  # one (N, T, T) per layer; no padding in one text
+    segments = batch["token_type_ids"][0].tolist()
+    title = args.text if args.pair is None else f"{args.text} | {args.pair}"
+    write_text(output, attention_html(tokens, attentions, title, segments))
+    print(f"minibert: wrote {output} ({len(tokens)} tokens, {len(attentions)} layers x "
+          f"{attentions[0].shape[0]} heads)", file=sys.stderr)
+    if args.png:
+        written = write_png_heatmaps(tokens, attentions, args.png, title=Path(str(folder)).name)
+        print(f"minibert: wrote {len(written)} heatmaps to {args.png}", file=sys.stderr)
 
 
 def run_fill_mask(args) -> None:

@@ -1,0 +1,145 @@
+"""Watch one forward pass: every named step of BertModel, in the order the code computes it.
+
+`trace(model, batch)` runs the model's own modules, watched by forward hooks, with the explicit attention
+path, whose `attention()` function reports its scores and probabilities. Nothing is computed twice.
+
+Step names (the same in `minibert dump`), for layer i:
+
+    embeddings.word, embeddings.token_type, embeddings.position   each table's vectors       (B, L, H)
+    embeddings.sum                      their sum, before the LayerNorm                       (B, L, H)
+    embeddings.output                   after the LayerNorm: hidden state 0                   (B, L, H)
+    layers.i.attention.query|key|value  the three projections, heads side by side             (B, L, H)
+    layers.i.attention.scores           Q K^T / sqrt(D), per head                             (B, N, L, L)
+    layers.i.attention.masked_scores    with the padding mask added                           (B, N, L, L)
+    layers.i.attention.probs            softmax over the keys                                 (B, N, L, L)
+    layers.i.attention.context          probs @ V, heads side by side again                   (B, L, H)
+    layers.i.attention.output           the output projection                                 (B, L, H)
+    layers.i.attention.residual         input + attention output, before the LayerNorm        (B, L, H)
+    layers.i.attention.norm             after the LayerNorm                                   (B, L, H)
+    layers.i.ffn.up                     the first feed-forward projection, before the GELU    (B, L, I)
+    layers.i.ffn.act                    after the activation                                  (B, L, I)
+    layers.i.ffn.down                   the second projection                                 (B, L, H)
+    layers.i.ffn.residual               attention.norm + ffn.down, before the LayerNorm       (B, L, H)
+    layers.i.ffn.norm                   after the LayerNorm: hidden state i + 1               (B, L, H)
+    pooler.dense                        dense([CLS]), before the tanh                         (B, H)
+    pooler.output                       tanh of it: pooler_output                             (B, H)
+
+docs/activations.md says where each is taken and what padded positions hold.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+from minibert.weights import BertModel
+
+
+def step_names(num_layers: int, pooler: bool = True) -> list[str]:
+    """Every step name, in computation order."""
+    names = [f"embeddings.{n}" for n in ("word", "token_type", "position", "sum", "output")]
+    per_layer = ["attention.query", "attention.key", "attention.value", "attention.scores",
+                 "attention.masked_scores", "attention.probs", "attention.context", "attention.output",
+                 "attention.residual", "attention.norm", "ffn.up", "ffn.act", "ffn.down", "ffn.residual", "ffn.norm"]
+    names += [f"layers.{i}.{n}" for i in range(num_layers) for n in per_layer]
+    return names + (["pooler.dense", "pooler.output"] if pooler else [])
+
+
+@contextmanager
+def recording(model: BertModel):
+    """Within the block, every forward of `model` fills the yielded dict {step name: tensor}, in order."""
+    steps: dict[str, torch.Tensor] = {}
+
+    def output_of(name):
+        return lambda module, inputs, output: steps.__setitem__(name, output.detach())
+
+    def input_of(name):
+        return lambda module, inputs: steps.__setitem__(name, inputs[0].detach())
+
+    e = model.embeddings
+    hooks = [
+        e.word_embeddings.register_forward_hook(output_of("embeddings.word")),
+        e.token_type_embeddings.register_forward_hook(output_of("embeddings.token_type")),
+        e.position_embeddings.register_forward_hook(output_of("embeddings.position")),
+        e.norm.register_forward_pre_hook(input_of("embeddings.sum")),
+        e.norm.register_forward_hook(output_of("embeddings.output")),
+    ]
+    for i, layer in enumerate(model.layers):
+        p = f"layers.{i}."
+        a, f = layer.attention, layer.ffn
+        hooks += [
+            a.query.register_forward_hook(output_of(p + "attention.query")),
+            a.key.register_forward_hook(output_of(p + "attention.key")),
+            a.value.register_forward_hook(output_of(p + "attention.value")),
+            a.output.register_forward_pre_hook(input_of(p + "attention.context")),
+            a.output.register_forward_hook(output_of(p + "attention.output")),
+            layer.attention_norm.register_forward_pre_hook(input_of(p + "attention.residual")),
+            layer.attention_norm.register_forward_hook(output_of(p + "attention.norm")),
+            f.up.register_forward_hook(output_of(p + "ffn.up")),
+            f.down.register_forward_pre_hook(input_of(p + "ffn.act")),
+            f.down.register_forward_hook(output_of(p + "ffn.down")),
+            layer.ffn_norm.register_forward_pre_hook(input_of(p + "ffn.residual")),
+            layer.ffn_norm.register_forward_hook(output_of(p + "ffn.norm")),
+        ]
+        a.record = (lambda prefix: lambda name, t: steps.__setitem__(prefix + name, t.detach()))(p + "attention.")
+    if model.pooler is not None:
+        hooks += [model.pooler.dense.register_forward_hook(output_of("pooler.dense")),
+                  model.pooler.register_forward_hook(output_of("pooler.output"))]
+    try:
+        yield steps
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for layer in model.layers:
+            layer.attention.record = None
+
+
+def trace(model: BertModel, batch: dict) -> dict[str, torch.Tensor]:
+    """Run `model` on `batch` (input_ids, and optionally attention_mask, token_type_ids) and return every
+    step's tensor by name, in computation order. The explicit attention path is used, so the scores
+    and probabilities exist; results equal an ordinary forward's."""
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
+    with recording(model) as steps, torch.no_grad():
+        model(**inputs, output_attentions=True)
+    if "attention_mask" not in inputs:  # no mask: masked_scores are the scores
+        for i in range(len(model.layers)):
+            steps.setdefault(f"layers.{i}.attention.masked_scores", steps[f"layers.{i}.attention.scores"])
+    order = step_names(len(model.layers), model.pooler is not None)
+    missing = [n for n in order if n not in steps]
+    if missing:
+        raise RuntimeError(f"the trace missed step {missing[0]!r}: the model's modules are not BertModel's")
+    return {name: steps[name] for name in order}
+
+
+def statistics(t: torch.Tensor) -> dict:
+    """mean, std, min, max and L2 norm of a tensor, as Python floats."""
+    x = t.double()
+    return {"mean": x.mean().item(), "std": x.std(unbiased=False).item(), "min": x.min().item(),
+            "max": x.max().item(), "norm": x.norm().item()}
+
+
+def component_parameters(model: BertModel) -> dict[str, int]:
+    """Parameters per component, counted on the modules themselves."""
+    counts = {"embeddings": sum(p.numel() for p in model.embeddings.parameters())}
+    counts["layers"] = sum(p.numel() for layer in model.layers for p in layer.parameters())
+    if model.pooler is not None:
+        counts["pooler"] = sum(p.numel() for p in model.pooler.parameters())
+    return counts
+
+
+def flops_per_token(config, length: int) -> int:
+    """Multiply-adds x 2 for one token of a `length`-token sequence: the projections and feed-forward
+    (2 x their weights), and attention's two products over the sequence (2 x 2 x length x H per layer)."""
+    H, I = config.hidden_size, config.intermediate_size
+    return config.num_hidden_layers * (2 * (4 * H * H + 2 * H * I) + 4 * length * H)
+
+
+def attention_summary(probs: torch.Tensor, tokens: list[str], top: int = 3) -> dict:
+    """One layer's (N, L, L) probabilities over real tokens -> each head's mean entropy (nats) over the
+    queries, and the tokens [CLS] attends to most, averaged over the heads."""
+    entropy = -(probs * probs.clamp(min=1e-12).log()).sum(-1).mean(-1)  # (N,)
+    cls = probs[:, 0].mean(0)  # (L,)
+    weights, index = cls.topk(min(top, cls.numel()))
+    return {"entropy": [round(float(e), 4) for e in entropy],
+            "cls_attends_to": [(tokens[int(j)], round(float(w), 4)) for w, j in zip(weights, index)]}

@@ -302,7 +302,7 @@ def _warn_if_slow_bfloat16(model):
             _warned_bfloat16 = True
             warnings.warn(f"this CPU ({features().describe()}) has no bfloat16 dot-product instructions "
                           "(AVX512_BF16 or AMX): bfloat16 computes correctly here but is no faster than "
-                          "float32", stacklevel=3)
+                          "float32, and often slower", stacklevel=3)
 
 
 def _progress(iterable, enabled: bool, total: int):

@@ -1,0 +1,102 @@
+"""Golden activations: every step of a forward pass in one safetensors file, readable without minibert.
+
+A dump holds, as tensors:
+    inputs.input_ids, inputs.token_type_ids, inputs.attention_mask      (B, L) int64
+    every step of minibert.inspect.trace, under its step name            float, the model's dtype
+    heads.mlm.logits (B, L, V) and/or heads.nsp.logits (B, 2)            when asked for
+and, in the safetensors header's metadata (strings; JSON where marked):
+    format "minibert-activations/1", steps (JSON: the tensor names in computation order), wordpieces
+    (JSON: each row's real tokens), texts and pairs (JSON), config (JSON), minibert_version,
+    torch_version, dtype, device.
+
+Padded positions are 0 in every step tensor: rows of padded tokens and, in (B, N, L, L) attention
+tensors, padded query rows and padded key columns. inputs.attention_mask says which they are.
+docs/activations.md says where each tensor is taken.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+import minibert
+from minibert.inspect import trace
+
+FORMAT = "minibert-activations/1"
+
+
+def zero_padding(name: str, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`t` with its padded positions set to 0 (see the module docstring)."""
+    keep = mask.bool()
+    if t.dim() == 4:  # (B, N, L, L): padded query rows and key columns
+        pair = keep[:, None, :, None] & keep[:, None, None, :]
+        return t.masked_fill(~pair, 0)
+    if t.dim() >= 2 and t.shape[:2] == keep.shape:  # (B, L, ...)
+        return t.masked_fill(~keep.view(*keep.shape, *([1] * (t.dim() - 2))), 0)
+    return t  # (B, H): pooler, next-sentence logits
+
+
+def activations(model, batch: dict, head_model=None, heads=()) -> dict[str, torch.Tensor]:
+    """Inputs, every step and the asked-for head logits of one batch, padding zeroed, in order.
+    `model` is a BertModel; `head_model` a BertForMaskedLM / BertForPreTraining / ... holding it."""
+    mask = batch.get("attention_mask")
+    if mask is None:
+        mask = torch.ones_like(batch["input_ids"])
+    token_types = batch.get("token_type_ids")
+    if token_types is None:
+        token_types = torch.zeros_like(batch["input_ids"])
+    out = {"inputs.input_ids": batch["input_ids"], "inputs.token_type_ids": token_types,
+           "inputs.attention_mask": mask}
+    for name, t in trace(model, {**batch, "attention_mask": mask, "token_type_ids": token_types}).items():
+        out[name] = zero_padding(name, t, mask)
+    if heads:
+        with torch.no_grad():
+            result = head_model(batch["input_ids"], attention_mask=mask, token_type_ids=token_types)
+        logits = {"mlm": getattr(result, "prediction_logits", getattr(result, "logits", None)),
+                  "nsp": getattr(result, "seq_relationship_logits", getattr(result, "logits", None))}
+        for head in heads:
+            out[f"heads.{head}.logits"] = zero_padding(head, logits[head], mask)
+    return out
+
+
+def write_dump(path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
+    """One safetensors file, written atomically; metadata values that are not strings become JSON."""
+    from safetensors.torch import save_file
+
+    from minibert.atomic import atomic_path
+
+    header = {"format": FORMAT, "steps": json.dumps(list(tensors)),
+              "minibert_version": minibert.__version__, "torch_version": torch.__version__}
+    header.update({k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in metadata.items()})
+    # bfloat16 has no numpy dtype, so such a dump stores float32 (exactly the same values); `dtype` says it
+    tensors = {k: (v.float() if v.dtype == torch.bfloat16 else v).detach().cpu().contiguous()
+               for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=header)
+
+
+def read_dump(path) -> tuple[dict, dict]:
+    """(tensors as numpy arrays in computation order, metadata) from a dump file, or from a folder of
+    `<step name>.npy` files (what a port may find easier to write; its order is the reference's)."""
+    import numpy as np
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise FileNotFoundError(f"{path} holds no .npy files named by step (e.g. layers.0.attention.probs.npy)")
+        return {f.name.removesuffix(".npy"): np.load(f, allow_pickle=False) for f in files}, {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="numpy") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found") from None
+    except Exception as e:  # safetensors' own error types for a file that is not one
+        raise ValueError(f"{path}: not a readable safetensors dump ({e})") from None
+    order = json.loads(metadata.get("steps", "[]")) or list(tensors)
+    return {k: tensors[k] for k in order if k in tensors} | tensors, metadata

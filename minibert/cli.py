@@ -52,6 +52,23 @@ ATTENTION_EXAMPLES = """examples:
   minibert attention "The animal didn't cross the street because it was too tired." -o attention.html
   minibert attention "How old are you?" "I am six." --png heatmaps/
 """
+DUMP_EXAMPLES = """examples:
+  minibert dump "The cat sat on the mat." "A dog barked." -o golden.safetensors
+  minibert dump --model uncased_L-12_H-768_A-12 --texts sentences.txt --head mlm -o golden.safetensors
+
+Tensor names, and where each is taken: docs/activations.md. Padded positions hold 0.
+"""
+COMPARE_EXAMPLES = """examples:
+  minibert compare golden.safetensors my_port.safetensors
+  minibert compare golden.safetensors my_port_npy/ --atol 1e-4 --json
+"""
+PARITY_EXAMPLES = """examples:
+  minibert parity --model bert-base-uncased
+  minibert parity --model uncased_L-12_H-768_A-12 --dtype bfloat16 --json
+
+Needs transformers (pip install transformers), the reference it compares against. Exits 1 when an
+output is beyond tolerance.
+"""
 TOKENIZE_EXAMPLES = """examples:
   minibert tokenize "Unaffable, isn't it?"
   minibert tokenize "How old are you?" "I am six."
@@ -134,6 +151,40 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--png", metavar="DIR", help="also write one heatmap per layer into DIR "
                            "(needs matplotlib: pip install 'minibert-encoder[viz]')")
     attention.set_defaults(run=run_attention)
+
+    dump = add("dump", "write golden activations: every step of the forward pass, in one safetensors file",
+               DUMP_EXAMPLES)
+    dump.add_argument("texts", nargs="*", metavar="TEXT", help="texts (or --texts FILE)")
+    dump.add_argument("--texts", dest="texts_file", metavar="FILE", help="one text per line")
+    dump.add_argument("--pair", action="append", metavar="TEXT",
+                      help="a second text (segment B) for each text, in order; repeat it")
+    dump.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "float64"))
+    dump.add_argument("--head", action="append", choices=("mlm", "nsp"), help="also dump these head logits")
+    dump.add_argument("-o", "--output", metavar="FILE", required=True, help="the .safetensors file to write")
+    dump.set_defaults(run=run_dump)
+
+    compare = commands.add_parser(
+        "compare", help="compare two activation dumps and name the first tensor that goes wrong",
+        description="Compare CANDIDATE with REFERENCE (both written by minibert dump; the candidate may "
+                    "instead be a folder of <step>.npy files) at real positions; exits 1 if any tensor "
+                    "is beyond tolerance or missing.",
+        epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("reference", metavar="REFERENCE")
+    compare.add_argument("candidate", metavar="CANDIDATE")
+    compare.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
+    compare.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    compare.add_argument("--json", action="store_true", help="print the report as JSON")
+    compare.set_defaults(run=run_compare)
+
+    parity = add("parity", "compare minibert with Hugging Face transformers on a checkpoint, output by output",
+                 PARITY_EXAMPLES)
+    parity.add_argument("--device", help="cpu (default) or cuda")
+    parity.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parity.add_argument("--texts", dest="texts_file", metavar="FILE", help="one text per line (default: a few "
+                        "built-in sentences and a pair)")
+    parity.add_argument("--atol", type=float, help="tolerance (default 1e-5 in float32, 1e-3 in half precision)")
+    parity.add_argument("--json", action="store_true", help="print the report as JSON")
+    parity.set_defaults(run=run_parity)
 
     tokenize = add("tokenize", "show the wordpieces, ids and token types of a text (or pair)", TOKENIZE_EXAMPLES)
     tokenize.add_argument("text", metavar="TEXT")
@@ -414,6 +465,81 @@ def run_attention(args) -> None:
         print(f"minibert: wrote {len(written)} heatmaps to {args.png}", file=sys.stderr)
 
 
+def run_dump(args) -> None:
+    import warnings
+
+    from minibert.dump import activations, write_dump
+    from minibert.hub import default_model
+    from minibert.tokenizer import Tokenizer
+
+    output = Path(args.output)
+    check_writable(output, "dump")
+    texts = list(args.texts)
+    if args.texts_file:
+        texts += read_lines(args.texts_file)
+    if not texts:
+        raise UsageError("minibert dump: give texts, or --texts FILE")
+    if args.pair is not None and len(args.pair) != len(texts):
+        raise UsageError(f"minibert dump: {len(texts)} texts but {len(args.pair)} --pair texts")
+    folder = args.model or default_model()
+    tokenizer = Tokenizer.from_pretrained(folder, lowercase=args.lowercase)
+    heads = tuple(dict.fromkeys(args.head or ()))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no pooler weights.*")
+        if heads:
+            from minibert.heads import BertForPreTraining
+
+            warnings.simplefilter("ignore")
+            head_model = BertForPreTraining.from_pretrained(folder, dtype=args.dtype)
+            missing = [n for n in head_model.newly_initialized if n.startswith("cls.")]
+            if missing:
+                raise UsageError(f"minibert dump: {folder} has no pretraining head weights ({missing[0]}, ...) "
+                                 "for --head")
+            model = head_model.bert
+        else:
+            from minibert.weights import BertModel
+
+            model, head_model = BertModel.from_pretrained(folder, dtype=args.dtype), None
+    limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
+    batch = tokenizer(texts, args.pair, max_length=limit)
+    tensors = activations(model, batch, head_model, heads)
+    keep = batch["attention_mask"].bool()
+    wordpieces = [tokenizer.convert_ids_to_tokens(ids[k]) for ids, k in zip(batch["input_ids"], keep)]
+    write_dump(output, tensors, {"texts": texts, "pairs": args.pair, "wordpieces": wordpieces,
+                                 "config": model.config.to_dict(), "model": str(folder), "dtype": args.dtype,
+                                 "device": "cpu"})
+    print(f"minibert: wrote {output}: {len(tensors)} tensors for {len(texts)} texts, "
+          f"{output.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
+
+
+def run_compare(args) -> None:
+    from minibert.compare import compare, format_report
+    from minibert.dump import read_dump
+
+    reference, _ = read_dump(args.reference)
+    candidate, _ = read_dump(args.candidate)
+    report = compare(reference, candidate, atol=args.atol, rtol=args.rtol)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def run_parity(args) -> None:
+    from minibert.hub import default_model
+    from minibert.parity import format_parity, parity
+
+    check_device(args.device)
+    texts = read_lines(args.texts_file) if args.texts_file else None
+    try:
+        report = parity(args.model or default_model(), device=args.device or "cpu", dtype=args.dtype, texts=texts,
+                        atol=args.atol)
+    except ImportError as e:
+        raise UsageError(f"minibert parity: {e}") from None
+    print(json.dumps(report, indent=1) if args.json else format_parity(report))
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
 def run_fill_mask(args) -> None:
     import warnings
 
@@ -458,18 +584,18 @@ def read_lines(source: str) -> list[str]:
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as e:
-        raise UsageError(f"minibert embed: cannot read {name}: {e.strerror or e}") from None
+        raise UsageError(f"minibert: cannot read {name}: {e.strerror or e}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise UsageError(f"minibert embed: {name} is not UTF-8 text (byte {e.start})") from None
+        raise UsageError(f"minibert: {name} is not UTF-8 text (byte {e.start})") from None
     # One text per "\n" ("\r\n" too); not str.splitlines(), which also breaks at \f, \v, \x1c-\x1e,
     # U+0085, U+2028 and U+2029, characters a text may hold.
     text = text.removeprefix("\ufeff")
     lines = text.removesuffix("\n").split("\n") if text else []
     lines = [line.removesuffix("\r") for line in lines]
     if not lines:
-        raise UsageError(f"minibert embed: {name} is empty: give one text per line")
+        raise UsageError(f"minibert: {name} is empty: give one text per line")
     return lines
 
 

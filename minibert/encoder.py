@@ -110,6 +110,53 @@ class Encoder:
         Texts are sorted by token count and batched, so each batch pads little, then put back in order.
         Texts longer than `max_length` tokens are truncated, with one warning saying how many.
         """
+        single = isinstance(texts, str)
+        texts = as_text_list(texts, "texts")
+        out, stats = self._encode(texts, pooling=pooling, normalize=normalize, batch_size=batch_size,
+                                  max_length=max_length, show_progress=show_progress, convert_to=convert_to)
+        if stats["truncated"]:
+            warnings.warn(f"{stats['truncated']} of {len(texts)} texts were longer than {stats['max_length']} "
+                          "tokens and were truncated", stacklevel=2)
+        return out[0] if single else out
+
+    def encode_stream(self, texts, *, chunk_size: int = 4096, stats: dict | None = None, **options):
+        """Embed any iterable of strings (a generator over a file, say) chunk by chunk: yields
+        (start_index, vectors) in input order, vectors (n, H) for the texts from start_index on. Memory
+        stays bounded by `chunk_size`, not by the corpus; texts are length-sorted within a chunk, and the
+        vectors equal `encode`'s. `options` are encode's; `stats`, if given, gets running totals of
+        texts, tokens and truncated texts. One truncation warning comes at the end."""
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if isinstance(texts, str):
+            raise TypeError("encode_stream takes an iterable of strings; for one text use encode")
+        stats = {} if stats is None else stats
+        stats.update(texts=0, tokens=0, truncated=0)
+        chunk, start, max_length = [], 0, None
+        iterator = iter(texts)
+        while True:
+            for text in iterator:
+                if not isinstance(text, str):
+                    raise TypeError(f"texts[{start + len(chunk)}] is {type(text).__name__} {text!r:.40}, not a string")
+                chunk.append(text)
+                if len(chunk) == chunk_size:
+                    break
+            if not chunk:
+                break
+            vectors, chunk_stats = self._encode(chunk, **options)
+            max_length = chunk_stats["max_length"]
+            stats["texts"] += len(chunk)
+            stats["tokens"] += chunk_stats["tokens"]
+            stats["truncated"] += chunk_stats["truncated"]
+            yield start, vectors
+            start += len(chunk)
+            chunk = []
+        if stats["truncated"]:
+            warnings.warn(f"{stats['truncated']} of {stats['texts']} texts were longer than {max_length} tokens and "
+                          "were truncated", stacklevel=2)
+
+    def _encode(self, texts: list[str], *, pooling=None, normalize=None, batch_size=32, max_length=None,
+                show_progress=None, convert_to="numpy"):
+        """encode's work on a list of strings: the vectors, and {tokens, truncated, max_length}."""
         pooling = self.pooling if pooling is None else pooling
         normalize = self.normalize if normalize is None else normalize
         if max_length is None:
@@ -124,15 +171,11 @@ class Encoder:
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
 
-        single = isinstance(texts, str)
-        texts = as_text_list(texts, "texts")
         if self.lowercase:
             texts = [t.lower() for t in texts]
         encodings = self.tokenizer.encode(texts, max_length=max_length)
-        truncated = sum(1 for e in encodings if e.overflowing)
-        if truncated:
-            warnings.warn(f"{truncated} of {len(texts)} texts were longer than {max_length} tokens and were "
-                          "truncated", stacklevel=2)
+        stats = {"tokens": sum(len(e.ids) for e in encodings), "max_length": max_length,
+                 "truncated": sum(1 for e in encodings if e.overflowing)}
 
         batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size, self.max_batch_tokens)
         if show_progress is None:
@@ -160,9 +203,7 @@ class Encoder:
             for rows, vectors in _progress(results, show_progress, len(batches)):
                 out[torch.tensor(rows, device=self.device)] = vectors
 
-        if single:
-            out = out[0]
-        return out.cpu().numpy() if convert_to == "numpy" else out
+        return (out.cpu().numpy() if convert_to == "numpy" else out), stats
 
 
 # After fork(), torch's OpenMP thread pool is gone from the child, and the child's first parallel

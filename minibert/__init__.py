@@ -11,7 +11,7 @@ __all__ = [
     "BertConfig", "BertModel", "BertOutput", "EncoderOutput", "CheckpointError", "Encoder", "Tokenizer",
     "similarity", "fill_mask",
     "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining", "BertForSequenceClassification",
-    "BertForTokenClassification", "BertForQuestionAnswering", "default_model", "__version__",
+    "BertForTokenClassification", "BertForQuestionAnswering", "default_model", "read_vectors", "__version__",
 ]
 
 _LAZY = {
@@ -22,6 +22,7 @@ _LAZY = {
     "Tokenizer": "minibert.tokenizer",
     "Encoder": "minibert.encoder",
     "default_model": "minibert.hub",
+    "read_vectors": "minibert.corpus",
     "similarity": "minibert.encoder",
     "fill_mask": "minibert.heads",
     "BertForMaskedLM": "minibert.heads",

@@ -26,6 +26,8 @@ class Parser(argparse.ArgumentParser):
 
 EMBED_EXAMPLES = """examples:
   minibert embed sentences.txt -o vectors.npy
+  minibert embed corpus.jsonl --text-field body --id-field doc_id -o vectors/     # shards + manifest.json
+  minibert embed corpus.jsonl --text-field body --id-field doc_id -o vectors/ --resume   # after a crash
   cat sentences.txt | minibert embed --format jsonl > vectors.jsonl
   minibert embed --model path/to/bert --pooling cls --no-normalize --format tsv sentences.txt
 """
@@ -107,6 +109,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "to stdout unless -o")
     embed.add_argument("-o", "--output", metavar="OUT", help="output file, written whole or not at all")
     embed.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
+    embed.add_argument("--input-format", choices=("text", "jsonl", "parquet"),
+                       help="text (one per line), jsonl or parquet (default: from the file's extension)")
+    embed.add_argument("--text-field", metavar="NAME", help="JSONL/Parquet: the field holding the text "
+                       "(default: text)")
+    embed.add_argument("--id-field", metavar="NAME", help="JSONL/Parquet: a field to record as each row's id "
+                       "(default: the row number)")
+    embed.add_argument("--errors", choices=("strict", "replace"), default="strict",
+                       help="a line that is not UTF-8: stop with its line number (strict, default) or replace "
+                            "the bad bytes with U+FFFD")
+    embed.add_argument("--chunk-size", type=int, default=4096, metavar="N",
+                       help="rows per shard with -o DIR/ (default: 4096)")
+    embed.add_argument("--resume", action="store_true", help="continue a folder output after its last "
+                       "finished shard")
     embed.add_argument("--quantize", choices=("int8",), help="int8: faster on CPU, vectors within about "
                        "0.99 cosine of float32")
     embed.set_defaults(run=run_embed)
@@ -248,11 +263,15 @@ def run_embed(args) -> None:
     start = time.perf_counter()
     if args.pooling is not None and args.pooling not in POOLINGS:
         raise UsageError(f"minibert embed: unknown pooling {args.pooling!r}; choose from {', '.join(POOLINGS)}")
-    for name in ("batch_size", "max_length"):
+    for name in ("batch_size", "max_length", "chunk_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"minibert embed: --{name.replace('_', '-')} must be positive, got {value}")
     output = Path(args.output) if args.output else None
+    if output is not None and (args.output.endswith(("/", os.sep)) or output.is_dir()):
+        return run_embed_folder(args, output, start)
+    if args.resume:
+        raise UsageError("minibert embed: --resume continues a folder of shards: give -o DIR/")
     fmt = output_format(args.format, output)
     if fmt == "npy" and output is None and sys.stdout.isatty():
         raise UsageError("minibert embed: npy output needs -o FILE (or --format jsonl/tsv for the terminal)")
@@ -282,6 +301,63 @@ def run_embed(args) -> None:
     where = output if output is not None else "stdout"
     print(f"minibert: embedded {len(texts)} texts ({vectors.shape[1]} dimensions, {fmt}) in "
           f"{time.perf_counter() - start:.1f} s -> {where}", file=sys.stderr)
+
+
+def run_embed_folder(args, output: Path, start: float) -> None:
+    """embed into a folder of shards, resumable (minibert/corpus.py)."""
+    from minibert.corpus import Source, count_rows, embed_to_folder, weights_sha256
+    from minibert.encoder import Encoder
+    from minibert.hub import default_model, resolve
+
+    if args.format is not None:
+        raise UsageError("minibert embed: a folder output gets .npy shards and a manifest; --format is for one file")
+    kind = args.input_format or {".jsonl": "jsonl", ".parquet": "parquet"}.get(Path(args.input).suffix.lower(), "text")
+    if kind == "parquet" and args.input == "-":
+        raise UsageError("minibert embed: Parquet input must be a file, not stdin")
+    if kind == "text" and (args.text_field or args.id_field):
+        raise UsageError("minibert embed: --text-field and --id-field are for JSONL and Parquet input")
+    if args.input != "-" and not Path(args.input).is_file():
+        raise UsageError(f"minibert: cannot read {args.input}: no such file")
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"minibert embed: {output} is a file, not a folder")
+    if not output.parent.is_dir():
+        raise UsageError(f"minibert embed: cannot write {output}: folder {output.parent} does not exist")
+    if kind == "parquet":
+        import importlib.util
+
+        if importlib.util.find_spec("pyarrow") is None:
+            raise UsageError("minibert embed: Parquet input needs pyarrow: pip install 'minibert-encoder[parquet]'")
+    check_device(args.device)
+    if output.is_dir() and any(output.iterdir()) and not (args.resume and (output / "manifest.json").is_file()):
+        raise UsageError(f"minibert embed: {output} is not empty; choose a new folder, or --resume the run "
+                         "recorded there")
+    source = Source(args.input, kind, args.text_field or "text", args.id_field, args.errors)
+    folder = resolve(args.model) if args.model else default_model()
+    encoder = Encoder.from_pretrained(folder, device=args.device, quantize=args.quantize, lowercase=args.lowercase)
+    settings = {"pooling": args.pooling or encoder.pooling,
+                "normalize": False if args.no_normalize else encoder.normalize,
+                "max_length": args.max_length or encoder.max_length or min(encoder.tokenizer.model_max_length,
+                                                                          encoder.model.config.max_position_embeddings),
+                "batch_size": args.batch_size, "dtype": "float32", "quantize": args.quantize}
+    model = {"folder": str(Path(folder).resolve()), "weights_sha256": weights_sha256(folder)}
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=count_rows(source), unit="text", desc="Embedding", file=sys.stderr, dynamic_ncols=True)
+    stats = {}
+    try:
+        manifest = embed_to_folder(encoder, source, output, settings=settings, model=model,
+                                   chunk_size=args.chunk_size, resume=args.resume, stats=stats,
+                                   progress=(lambda done: bar.update(done - bar.n)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+    texts = stats.get("texts", 0)
+    print(f"minibert: embedded {texts} texts ({stats.get('tokens', 0)} tokens, {stats.get('truncated', 0)} "
+          f"truncated) in {seconds:.1f} s, {texts / seconds:.1f} texts/s -> {output} "
+          f"({manifest['rows']} rows in {len(manifest['shards'])} shards)", file=sys.stderr)
 
 
 def output_format(given: str | None, output: Path | None) -> str:

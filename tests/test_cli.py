@@ -182,7 +182,8 @@ def test_a_failed_write_exits_non_zero_and_leaves_no_file(input_file, tmp_path):
 
 def test_output_is_checked_before_the_work(input_file, tmp_path):
     cases = [
-        (["-o", str(tmp_path)], "is a folder; give a file name"),
+        (["-o", str(tmp_path)], "is not empty; choose a new folder, or --resume"),  # a folder gets shards
+        (["-o", f"{tmp_path}/", "--format", "jsonl"], "a folder output gets .npy shards"),
         (["-o", str(tmp_path / "missing" / "v.npy")], "folder " + str(tmp_path / "missing") + " does not exist"),
         (["-o", str(tmp_path / "v.jsonl"), "--format", "npy"], "--format npy does not match the extension"),
         (["--device", "tpu", "--format", "tsv"], "unknown device 'tpu'"),

@@ -1,0 +1,216 @@
+"""A corpus larger than memory: Encoder.encode_stream, `minibert embed -o DIR/` with shards, a manifest and
+--resume, read_vectors, JSONL and Parquet inputs, and runs killed at random points."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from minibert import Encoder
+from minibert.corpus import read_manifest, read_vectors
+
+
+@pytest.fixture(scope="module")
+def encoder(minilm_dir):
+    return Encoder.from_pretrained(minilm_dir)
+
+
+def corpus(n, seed=0):
+    rng = random.Random(seed)
+    words = "the a model reads every token of each sentence and writes one vector for it quickly".split()
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(0, 40))) for _ in range(n)]
+
+
+def embed(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "minibert", "embed", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, **kwargs)
+
+
+def finish(process, timeout=600):
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, err.decode()
+
+
+def test_encode_stream_equals_encode_and_reads_lazily(encoder):
+    texts = corpus(150)
+    expected = encoder.encode(texts)
+    pulled = []
+
+    def generate():
+        for t in texts:
+            pulled.append(t)
+            yield t
+
+    stream = encoder.encode_stream(generate(), chunk_size=40)
+    start, first = next(stream)
+    assert start == 0 and first.shape == (40, 384) and len(pulled) == 40  # only one chunk read so far
+    chunks = [(start, first), *stream]
+    assert [s for s, _ in chunks] == [0, 40, 80, 120]
+    np.testing.assert_allclose(np.concatenate([v for _, v in chunks]), expected, atol=1e-6, rtol=0)
+    with pytest.raises(TypeError, match=r"texts\[3\] is int"):
+        list(encoder.encode_stream(["a", "b", "c", 4]))
+
+
+def test_jsonl_to_a_folder_with_ids(encoder, tmp_path):
+    texts = corpus(90)
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"body": t, "doc": f"d{i}"}) + "\n" for i, t in enumerate(texts)))
+    code, err = finish(embed(source, "--text-field", "body", "--id-field", "doc", "-o", f"{tmp_path / 'v'}/",
+                             "--chunk-size", 32))
+    assert code == 0, err
+    assert "minibert: embedded 90 texts (" in err and "-> " in err and "(90 rows in 3 shards)" in err
+    vectors = read_vectors(tmp_path / "v", verify=True)
+    assert vectors.shape == (90, 384) and vectors.ids() == [f"d{i}" for i in range(90)]
+    np.testing.assert_allclose(np.asarray(vectors), encoder.encode(texts), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(vectors[[5, 40, 89]], np.asarray(vectors)[[5, 40, 89]])
+    manifest = read_manifest(tmp_path / "v")
+    assert manifest["complete"] and manifest["dim"] == 384 and len(manifest["model"]["weights_sha256"]) == 64
+    assert manifest["settings"]["pooling"] == "mean" and manifest["settings"]["normalize"] is True
+    assert manifest["input"]["size"] == source.stat().st_size and len(manifest["input"]["head_sha256"]) == 64
+    assert [s["rows"] for s in manifest["shards"]] == [32, 32, 26]
+
+
+def test_repeated_sigkill_and_resume_give_the_uninterrupted_vectors(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(corpus(480, seed=1)) + "\n")
+    args = ["--chunk-size", 20, "--batch-size", 8]
+    code, err = finish(embed(source, "-o", f"{tmp_path / 'whole'}/", *args))
+    assert code == 0, err
+    whole = read_vectors(tmp_path / "whole")
+    rng = random.Random(7)
+    kills = 0
+    killed_dir = tmp_path / "killed"
+
+    def rows_done():
+        return read_manifest(killed_dir)["rows"] if (killed_dir / "manifest.json").is_file() else -1
+
+    for attempt in range(30):
+        before = rows_done()
+        process = embed(source, "-o", f"{killed_dir}/", *args, *(["--resume"] if attempt else []))
+        while process.poll() is None and rows_done() <= before:  # some progress first, then a kill anywhere
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.0))
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills += 1
+        code, err = finish(process)
+        if code == 0:
+            break
+        assert code == -signal.SIGKILL, err
+        manifest = read_manifest(tmp_path / "killed")  # always a whole, valid manifest
+        read_vectors(tmp_path / "killed", verify=True)  # naming only whole shards
+        assert manifest["rows"] == sum(s["rows"] for s in manifest["shards"])
+    assert code == 0 and kills >= 2, (code, kills)
+    killed = read_vectors(tmp_path / "killed", verify=True)
+    assert np.asarray(killed).tobytes() == np.asarray(whole).tobytes()  # byte-identical, no row lost or repeated
+    assert killed.ids() == list(range(480))
+
+
+def test_resume_refuses_a_changed_input_or_setting(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(corpus(30)) + "\n")
+    out = f"{tmp_path / 'v'}/"
+    assert finish(embed(source, "-o", out, "--chunk-size", 10))[0] == 0
+    code, err = finish(embed(source, "-o", out, "--chunk-size", 10, "--pooling", "cls", "--resume"))
+    assert code == 2 and "cannot resume: the settings changed since the recorded run (pooling)" in err
+    code, err = finish(embed(source, "-o", out, "--chunk-size", 12, "--resume"))
+    assert code == 2 and "the chunk size changed" in err
+    with open(source, "a") as f:
+        f.write("one more line\n")
+    code, err = finish(embed(source, "-o", out, "--chunk-size", 10, "--resume"))
+    assert code == 2 and "cannot resume: the input changed" in err and "size" in err
+    code, err = finish(embed(source, "-o", out, "--chunk-size", 10))
+    assert code == 2 and "is not empty; choose a new folder, or --resume" in err
+
+
+def test_ctrl_c_exits_130_and_keeps_finished_shards(tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(corpus(600, seed=2)) + "\n")
+    out = tmp_path / "v"
+    process = embed(source, "-o", f"{out}/", "--chunk-size", 20, "--batch-size", 8)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "shard-00001.npy").exists():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    code, err = finish(process)
+    assert code == 130, err
+    assert "Traceback" not in err
+    manifest = read_manifest(out)
+    assert 0 < manifest["rows"] < 600 and not manifest["complete"]
+    code, err = finish(embed(source, "-o", f"{out}/", "--chunk-size", 20, "--batch-size", 8, "--resume"))
+    assert code == 0, err
+    assert read_vectors(out, verify=True).shape == (600, 384)
+
+
+def test_bad_input_lines_are_named(tmp_path, encoder):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n\nalso fine\ncaf\xe9\n")
+    code, err = finish(embed(bad, "-o", f"{tmp_path / 'a'}/"))
+    assert code == 2 and "bad.txt: line 4 is not UTF-8 text (byte 3)" in err
+    code, err = finish(embed(bad, "-o", f"{tmp_path / 'b'}/", "--errors", "replace"))
+    assert code == 0, err
+    vectors = read_vectors(tmp_path / "b")
+    assert vectors.ids() == [0, 1, 2, 3]  # the empty line is a text of its own: rows stay aligned with lines
+    np.testing.assert_allclose(np.asarray(vectors), encoder.encode(["fine", "", "also fine", "caf\ufffd"]),
+                               atol=1e-6, rtol=0)
+    jsonl = tmp_path / "bad.jsonl"
+    for content, message in [('{"text": "a"}\n{"body": "b"}\n', "line 2 has no field 'text'"),
+                             ('{"text": "a"}\n{"text": 7}\n', "line 2: field 'text' is int, not a string"),
+                             ('{"text": "a"}\nnot json\n', "line 2 is not JSON")]:
+        jsonl.write_text(content)
+        code, err = finish(embed(jsonl, "-o", f"{tmp_path / 'c'}/"))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        for leftover in (tmp_path / "c").iterdir():
+            leftover.unlink()
+
+
+def test_unwritable_or_full_output(tmp_path):
+    import resource
+
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(corpus(200, seed=3)) + "\n")
+    code, err = finish(embed(source, "-o", f"{tmp_path / 'missing' / 'v'}/"))
+    assert code == 2 and "does not exist" in err
+
+    def limit():  # room for the manifest, not for a 30.8 KB shard of 20 vectors: "File too large"
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    out = f"{tmp_path / 'full'}/"
+    code, err = finish(embed(source, "-o", out, "--chunk-size", 20, preexec_fn=limit))
+    assert code == 2 and "File too large" in err
+    assert len(read_vectors(tmp_path / "full", verify=True)) == 0  # the half-written shard is not counted
+    assert not [p for p in (tmp_path / "full").iterdir() if p.name != "manifest.json"]  # nor left behind
+    code, err = finish(embed(source, "-o", out, "--chunk-size", 20, "--resume"))
+    assert code == 0, err
+    assert read_vectors(tmp_path / "full", verify=True).shape == (200, 384)
+
+
+def test_parquet_input(tmp_path, encoder):
+    pa = pytest.importorskip("pyarrow", reason="the parquet extra (pyarrow) is not installed")
+    import pyarrow.parquet as pq
+
+    texts = corpus(50, seed=4)
+    pq.write_table(pa.table({"id": [1000 + i for i in range(50)], "content": texts}), tmp_path / "in.parquet",
+                   row_group_size=16)
+    code, err = finish(embed(tmp_path / "in.parquet", "--text-field", "content", "--id-field", "id",
+                             "-o", f"{tmp_path / 'v'}/", "--chunk-size", 20))
+    assert code == 0, err
+    vectors = read_vectors(tmp_path / "v")
+    assert vectors.ids() == [1000 + i for i in range(50)]
+    np.testing.assert_allclose(np.asarray(vectors), encoder.encode(texts), atol=1e-6, rtol=0)
+    code, err = finish(embed(tmp_path / "in.parquet", "--text-field", "nope", "-o", f"{tmp_path / 'w'}/"))
+    assert code == 2 and "no column 'nope' (columns: id, content)" in err
+
+
+def test_import_minibert_imports_no_extra():
+    code = ("import sys, minibert, minibert.corpus, minibert.cli; "
+            "print(sorted(m for m in ('pyarrow', 'ray', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "[]", result.stderr

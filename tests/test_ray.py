@@ -1,0 +1,84 @@
+"""minibert.ray on a local Ray cluster the test starts itself (2 CPUs): Ray Data's batch-inference recipe
+with MinibertEmbedder, against Encoder.encode in this process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibert import Encoder
+
+TEXTS = [f"row {i}: " + "a sentence about the river and the town " * (1 + i % 5) for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_map_batches_gives_the_single_process_vectors_with_ids_aligned(ray_cluster, minilm_dir):
+    from minibert.ray import MinibertEmbedder
+
+    ray = ray_cluster
+    rows = [{"id": 1000 + i, "text": t} for i, t in enumerate(TEXTS)]
+    ds = ray.data.from_items(rows).repartition(4)
+    ds = ds.map_batches(MinibertEmbedder, concurrency=1, batch_size=8, num_cpus=1,  # 1 CPU left for reading
+                        fn_constructor_kwargs={"model": str(minilm_dir), "threads": 1})
+    out = sorted(ds.take_all(), key=lambda r: r["id"])
+    assert [r["id"] for r in out] == [1000 + i for i in range(len(TEXTS))]
+    assert [r["text"] for r in out] == TEXTS
+    expected = Encoder.from_pretrained(minilm_dir).encode(TEXTS)
+    np.testing.assert_allclose(np.stack([r["embedding"] for r in out]), expected, atol=1e-6, rtol=0)
+
+
+def test_read_text_to_parquet_script_recipe(ray_cluster, minilm_dir, tmp_path):
+    import pyarrow.parquet as pq
+
+    from minibert.ray import MinibertEmbedder
+
+    ray = ray_cluster
+    (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
+    ds = ray.data.read_text(str(tmp_path / "in.txt"))
+    ds = ds.map_batches(MinibertEmbedder, concurrency=1, batch_size=16,
+                        fn_constructor_kwargs={"model": str(minilm_dir)})
+    ds.write_parquet(str(tmp_path / "out"))
+    table = pq.read_table(tmp_path / "out")
+    by_text = dict(zip(table.column("text").to_pylist(), table.column("embedding").to_pylist()))
+    assert sorted(by_text) == sorted(TEXTS)
+    expected = Encoder.from_pretrained(minilm_dir).encode(TEXTS)
+    got = np.array([by_text[t] for t in TEXTS], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
+
+
+def test_a_missing_column_is_named(minilm_dir):
+    from minibert.ray import MinibertEmbedder
+
+    embedder = MinibertEmbedder(str(minilm_dir), text_column="body")
+    with pytest.raises(KeyError, match=r"no column 'body' in the batch \(columns: text\)"):
+        embedder({"text": np.array(["a"])})
+
+
+def test_embed_ray_script_end_to_end(minilm_dir, tmp_path):
+    """The script starts its own local Ray (no --address), reads JSONL, writes Parquet."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"doc": i, "body": t}) + "\n" for i, t in enumerate(TEXTS)))
+    script = Path(__file__).parents[1] / "scripts" / "embed_ray.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "in.jsonl"), str(tmp_path / "out"),
+                             "--text-column", "body", "--model", str(minilm_dir), "--batch-size", "16"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pq.read_table(tmp_path / "out")
+    docs, vectors = table.column("doc").to_pylist(), np.array(table.column("embedding").to_pylist(), np.float32)
+    expected = Encoder.from_pretrained(minilm_dir).encode(TEXTS)
+    np.testing.assert_allclose(vectors, expected[docs], atol=1e-6, rtol=0)
+    assert sorted(docs) == list(range(len(TEXTS)))

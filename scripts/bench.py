@@ -1,6 +1,6 @@
 """minibert against the reference implementations, side by side in one run.
 
-    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,gpu] [--repeats 5] [--json out.json]
+    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,gpu,scale] [--repeats 5] [--json out.json]
 
 dense      full bert-base configuration (random weights), float32: minibert BertModel (oneDNN linear
            layers) vs transformers.BertModel (its default SDPA attention) at 1x128, 8x128, 32x128, 8x512;
@@ -16,6 +16,10 @@ memory     peak RSS of a fresh process that loads bert-base and encodes one batc
            packed weights are a second copy) vs transformers, against the weights file's size
 coldstart  a fresh process that embeds one sentence with the default model: minibert vs
            sentence-transformers, wall time
+scale      a generated file of --scale-short short and --scale-long long lines (default 1M + 100k):
+           `minibert embed -o DIR/` (shards, manifest) against the same stream with nothing written, and
+           sentence-transformers' encode over the file in chunks of the same size, each a fresh process:
+           throughput and peak RSS; and peak RSS at a tenth of the file against the whole
 gpu        (CUDA only; skipped without it) bert-base 256x128 in float16, bfloat16 and float32 with TF32
            off, minibert vs transformers in the same dtype, TFLOP/s against a matrix product's measured
            in the same dtype; and the corpus with all-MiniLM-L6-v2, Encoder.encode vs plain
@@ -376,8 +380,87 @@ def gpu_corpus(args, dtype, device) -> dict:
                 ratio=t["transformers"] / t["minibert"], min_cosine=cosine)
 
 
+SCALE_WORDS = ("the a an model reads every token of each sentence and writes one vector for it river town "
+               "market committee budget spring meeting morning evening quickly slowly").split()
+
+# Streams the file through Encoder.encode_stream and discards the vectors: the same work as `embed -o DIR/`
+# without shards, manifest or ids.
+STREAM_ONLY = """
+import sys
+from minibert import Encoder
+encoder = Encoder.from_pretrained()
+lines = (line.rstrip(chr(10)) for line in open(sys.argv[1], encoding="utf-8"))
+for _ in encoder.encode_stream(lines, chunk_size=int(sys.argv[2])):
+    pass
+"""
+ST_CHUNKS = """
+import sys, itertools
+from sentence_transformers import SentenceTransformer
+model = SentenceTransformer(sys.argv[3], device="cpu")
+lines = (line.rstrip(chr(10)) for line in open(sys.argv[1], encoding="utf-8"))
+while chunk := list(itertools.islice(lines, int(sys.argv[2]))):
+    model.encode(chunk, batch_size=32)
+"""
+
+
+def scale_file(path: Path, short: int, long: int, seed: int = 0) -> Path:
+    """`short` lines of 3-12 words and `long` lines of 150-250 words, shuffled, written once."""
+    rng = np.random.default_rng(seed)
+    kinds = rng.permutation(np.r_[np.zeros(short, bool), np.ones(long, bool)])
+    with open(path, "w", encoding="utf-8") as f:
+        for is_long in kinds:
+            n = rng.integers(150, 251) if is_long else rng.integers(3, 13)
+            f.write(" ".join(rng.choice(SCALE_WORDS, size=n)) + "\n")
+    return path
+
+
+def timed_process(argv) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of a child process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - start
+    if status != 0:
+        raise RuntimeError(f"{argv[:4]} failed: {process.stderr.read().decode()[-500:]}")
+    return seconds, usage.ru_maxrss * 1024
+
+
+def case_scale(args, tmp):
+    chunk = args.chunk_size
+    big = scale_file(tmp / "scale.txt", args.scale_short, args.scale_long)
+    lines = args.scale_short + args.scale_long
+    small = tmp / "scale_small.txt"
+    with open(big, encoding="utf-8") as src, open(small, "w", encoding="utf-8") as dst:
+        for _, line in zip(range(lines // 10), src):
+            dst.write(line)
+    runs = {"shards": [], "stream": [], "sentence-transformers": []}
+    for r in range(args.repeats):
+        for who in runs:
+            if who == "shards":
+                argv = [sys.executable, "-m", "minibert", "embed", str(big), "-o", f"{tmp / f'v{r}'}/",
+                        "--chunk-size", str(chunk)]
+            elif who == "stream":
+                argv = [sys.executable, "-c", STREAM_ONLY, str(big), str(chunk)]
+            else:
+                argv = [sys.executable, "-c", ST_CHUNKS, str(big), str(chunk), str(default_model())]
+            runs[who].append(timed_process(argv))
+    small_rss = statistics.median(timed_process([sys.executable, "-m", "minibert", "embed", str(small), "-o",
+                                                 f"{tmp / f's{r}'}/", "--chunk-size", str(chunk)])[1]
+                                  for r in range(args.repeats))
+    seconds = {who: statistics.median(t for t, _ in v) for who, v in runs.items()}
+    rss = {who: statistics.median(m for _, m in v) for who, v in runs.items()}
+    print(f"\n## scale: {args.scale_short} short + {args.scale_long} long lines, chunks of {chunk}, all-MiniLM-L6-v2")
+    for who in runs:
+        print(f"{who:24}{seconds[who]:9.1f} s{lines / seconds[who]:9.1f} texts/s  peak RSS {rss[who] / 2**20:7.0f} MiB")
+    print(f"sharded output and its bookkeeping cost {seconds['shards'] / seconds['stream'] - 1:+.1%} against the bare "
+          f"stream; minibert {seconds['sentence-transformers'] / seconds['shards']:.2f}x sentence-transformers")
+    print(f"peak RSS at {lines // 10} lines {small_rss / 2**20:.0f} MiB, at {lines} lines "
+          f"{rss['shards'] / 2**20:.0f} MiB: {rss['shards'] / small_rss - 1:+.1%}")
+    RESULTS["scale"] = {"lines": lines, "seconds": seconds, "peak_rss": rss, "peak_rss_tenth": small_rss}
+
+
 CASES = {"dense": case_dense, "corpus": case_corpus, "precision": case_precision, "memory": case_memory,
-         "coldstart": case_coldstart, "gpu": case_gpu}
+         "coldstart": case_coldstart, "gpu": case_gpu, "scale": case_scale}
 
 
 def main():
@@ -386,6 +469,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--texts", type=int, default=2000, help="corpus size (default 2000)")
     parser.add_argument("--gpu-batch", type=int, default=128, help="batch size of the gpu corpus case (default 128)")
+    parser.add_argument("--scale-short", type=int, default=1_000_000, help="scale case: short lines (1M)")
+    parser.add_argument("--scale-long", type=int, default=100_000, help="scale case: long lines (100k)")
+    parser.add_argument("--chunk-size", type=int, default=4096, help="scale case: rows per chunk (4096)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]

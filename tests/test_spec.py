@@ -15,7 +15,7 @@ from minibert import BertModel, Tokenizer, spec
 TEXTS = ["A man is eating food.", "The girl is carrying a baby on her back through the crowded market.", "短い"]
 
 
-def compare(model, weights, batch, atol):
+def check_against_model(model, weights, batch, atol):
     with torch.no_grad():
         out = model(**batch, output_hidden_states=True, output_attentions=True)
     ids, mask, types = (batch[k].numpy() for k in ("input_ids", "attention_mask", "token_type_ids"))
@@ -36,7 +36,7 @@ def compare(model, weights, batch, atol):
 def test_spec_matches_bert_model_on_minilm(minilm_dir, dtype, atol):
     model = BertModel.from_pretrained(minilm_dir, dtype=dtype)
     weights = spec.load_weights(minilm_dir, dtype=np.float64 if dtype == torch.float64 else np.float32)
-    compare(model, weights, Tokenizer.from_pretrained(minilm_dir)(TEXTS), atol)
+    check_against_model(model, weights, Tokenizer.from_pretrained(minilm_dir)(TEXTS), atol)
 
 
 @pytest.mark.parametrize("dtype,atol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
@@ -50,7 +50,7 @@ def test_spec_matches_bert_model_on_bert_base_shapes(bert_base, dtype, atol):
     mask[1, 15:] = 0
     types = torch.zeros_like(ids)
     types[:, 10:] = 1
-    compare(model, weights, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, atol)
+    check_against_model(model, weights, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, atol)
 
 
 def test_spec_imports_no_torch(minilm_dir):

@@ -46,3 +46,19 @@ def test_data_files():
         lines = (SCRIPT.parent / "data" / name).read_text(encoding="utf-8").splitlines()
         assert lines[0] == "label\ttext" and len(lines) - 1 == size
         assert {line.split("\t")[0] for line in lines[1:]} == {"0", "1"}
+
+
+def test_run_leaves_nothing_in_the_temporary_folder_unless_asked(script, minilm_dir, tmp_path, monkeypatch):
+    import argparse
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    args = argparse.Namespace(model=str(minilm_dir), epochs=1, lr=1e-2, batch_size=64, seed=0, output_dir=None)
+    accuracy = script.run("frozen", args)
+    assert 0.0 <= accuracy <= 1.0
+    assert [p.name for p in scratch.iterdir() if p.name.startswith("minibert-")] == []  # the saved model is gone
+    args.output_dir = str(tmp_path / "runs")
+    script.run("frozen", args)
+    assert sorted(p.name for p in (tmp_path / "runs" / "frozen").iterdir()) == ["config.json", "model.safetensors"]

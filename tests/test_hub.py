@@ -129,3 +129,34 @@ def test_cli_uses_the_cache(cache):
     result = subprocess.run([sys.executable, "-m", "minibert", "tokenize", "--model", "org/absent", "x"],
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2 and "neither a local folder nor in the Hugging Face cache" in result.stderr
+
+
+def test_a_hub_failure_says_what_happened(monkeypatch):
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    import minibert.hub as hub
+
+    def unreachable(repo_id, revision=None, local_files_only=False):
+        try:
+            raise ConnectionError("connection refused")
+        except ConnectionError as cause:
+            raise LocalEntryNotFoundError("not in the cache") from cause
+
+    monkeypatch.setattr(hub, "_download", unreachable)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(FileNotFoundError) as caught:
+        hub.resolve("org/not-cached")
+    assert "the Hugging Face Hub could not be reached (ConnectionError)" in str(caught.value)
+    assert "downloading is off" not in str(caught.value)
+    with pytest.raises(FileNotFoundError, match=r"downloading is off \(local_files_only=True\)"):
+        hub.resolve("org/not-cached", local_files_only=True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(FileNotFoundError, match=r"downloading is off \(HF_HUB_OFFLINE=1\)"):
+        hub.resolve("org/not-cached")
+
+
+def test_default_model_is_the_package_model_folder(minilm_dir):
+    import minibert
+
+    assert minibert.default_model() == minilm_dir and (minilm_dir / "config.json").is_file()

@@ -1,7 +1,5 @@
 """Inference fast paths, applied to a loaded model without changing its weights or its state dict.
 
-`forward_unpadded(model, input_ids, attention_mask)` computes a padded batch on its real tokens only.
-
 `fuse_linear_layers(model)` runs the encoder's Linear layers on CPU through oneDNN, the kernel library
 PyTorch's own compiler (inductor) emits for CPU linear layers, with the feed-forward GELU fused into
 the first projection, and each weight reordered once into oneDNN's blocked layout instead of on every
@@ -25,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minibert.cpu import features
-from minibert.model import BertModel, EncoderOutput, additive_mask, check_inputs
+from minibert.model import BertModel, FeedForward, SelfAttention
 
 
 @functools.cache
@@ -90,51 +88,82 @@ class FusedLinear(nn.Linear):
         return {**super().__getstate__(), "_packed": None}
 
 
-def fuse_linear_layers(model: BertModel) -> BertModel:
-    """Swap the encoder's Linear layers for FusedLinear, in place; returns the model."""
-    for layer in model.layers:
-        attention = layer.attention
-        for name in ("query", "key", "value", "output"):
-            setattr(attention, name, _fused(getattr(attention, name)))
-        ffn = layer.ffn
-        if model.config.hidden_act == "gelu" and type(ffn.up) is nn.Linear:
-            ffn.up = FusedLinear(ffn.up, gelu=True)
-            ffn.act = nn.Identity()  # the GELU now happens inside ffn.up
-        ffn.up, ffn.down = _fused(ffn.up), _fused(ffn.down)
+class GeluFeedForward(nn.Module):
+    """A FeedForward whose first projection applies the exact GELU itself (a fused kernel): it replaces
+    the whole FeedForward, with the same `up` / `down` names, so the state dict does not change."""
+
+    def __init__(self, up: nn.Module, down: nn.Module):
+        super().__init__()
+        self.up, self.down = up, down
+
+    def forward(self, x):
+        return self.down(self.up(x))  # (B, L, H) -> (B, L, I), GELU included -> (B, L, H)
+
+
+def swap_linear_layers(model: nn.Module, make) -> nn.Module:
+    """Replace the encoder's linear layers, found by walking the model's modules rather than by its
+    attribute layout: each SelfAttention's query, key, value and output, and each FeedForward's up and
+    down. A FeedForward with the exact GELU is replaced whole by a GeluFeedForward whose `up` applies it.
+
+    `make(name, linear, gelu, owns_input)` returns the new module for the nn.Linear `linear` at module
+    path `name` (`owns_input`: nothing reads its input afterwards). Raises ValueError when the model has
+    no such modules, or one lacks a linear layer it should have: a fast path never degrades silently.
+    """
+    attentions, ffns = _blocks(model)
+    for name, attention in attentions:
+        for part in ("query", "key", "value", "output"):
+            linear = _linear(attention, part, name)
+            setattr(attention, part, make(f"{name}.{part}", linear, gelu=False, owns_input=part == "output"))
+    modules = dict(model.named_modules())
+    for name, ffn in ffns:
+        gelu = isinstance(ffn, GeluFeedForward) or ffn.act is F.gelu  # the exact GELU, foldable into `up`
+        up = make(f"{name}.up", _linear(ffn, "up", name), gelu=gelu, owns_input=False)
+        down = make(f"{name}.down", _linear(ffn, "down", name), gelu=False, owns_input=True)
+        if gelu:
+            parent, _, attr = name.rpartition(".")
+            setattr(modules[parent], attr, GeluFeedForward(up, down))
+        else:
+            ffn.up, ffn.down = up, down
     return model
 
 
-def _fused(linear):
-    return FusedLinear(linear) if type(linear) is nn.Linear else linear  # not twice, and not int8 layers
+def _blocks(model):
+    """The SelfAttention and feed-forward modules, each checked to hold the linear layers swapped."""
+    attentions = [(n, m) for n, m in model.named_modules() if isinstance(m, SelfAttention)]
+    ffns = [(n, m) for n, m in model.named_modules() if isinstance(m, (FeedForward, GeluFeedForward))]
+    if not attentions or not ffns:
+        raise ValueError(f"{type(model).__name__} has no SelfAttention and FeedForward modules to swap the linear "
+                         "layers of: not a minibert BertModel")
+    for name, module in attentions + ffns:
+        for part in ("query", "key", "value", "output") if isinstance(module, SelfAttention) else ("up", "down"):
+            _linear(module, part, name)
+    return attentions, ffns
 
 
-def forward_unpadded(model: BertModel, input_ids, attention_mask, token_type_ids=None) -> EncoderOutput:
-    """BertModel's forward on a padded batch without computing on the padding.
+def linear_layer_names(model: nn.Module) -> list[str]:
+    """The module paths swap_linear_layers would replace (checked, without changing anything)."""
+    attentions, ffns = _blocks(model)
+    return [f"{n}.{p}" for n, _ in attentions for p in ("query", "key", "value", "output")] + \
+        [f"{n}.{p}" for n, _ in ffns for p in ("up", "down")]
 
-    The real tokens are packed into one (T, H) matrix, so embeddings, projections, feed-forward and
-    LayerNorm see T rows instead of B * L; only attention puts its queries, keys and values back on the
-    (B, L) grid, where the padding mask keeps sequences apart. Real positions equal the padded path's up
-    to float rounding; padded positions of `last_hidden_state` are zero.
-    """
-    check_inputs(model.config, input_ids, attention_mask, token_type_ids)
-    B, L = input_ids.shape
-    if token_type_ids is None:
-        token_type_ids = torch.zeros_like(input_ids)
-    keep = attention_mask.bool()  # (B, L)
-    index = keep.flatten().nonzero().squeeze(1)  # (T,) where the real tokens sit in the flat (B * L) grid
-    positions = torch.arange(L, device=input_ids.device).expand(B, L)
-    x = model.embeddings(input_ids[keep], token_type_ids[keep], positions[keep])  # (T, H)
-    T, H = x.shape
-    mask = additive_mask(attention_mask, x.dtype)  # (B, 1, 1, L)
-    for layer in model.layers:
-        attention = layer.attention
-        N, D = attention.num_heads, attention.head_size
-        qkv = torch.stack([attention.query(x), attention.key(x), attention.value(x)])  # (3, T, H)
-        grid = x.new_zeros(3, B * L, H).index_copy_(1, index, qkv)  # (3, B * L, H), zeros at padding
-        q, k, v = grid.view(3, B, L, N, D).transpose(2, 3)  # 3 x (B, N, L, D)
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, N, L, D)
-        context = context.transpose(1, 2).reshape(B * L, H)[index]  # (T, H)
-        x = layer.attention_norm(x + layer.dropout(attention.output(context)))  # as Layer.forward, on T rows
-        x = layer.ffn_norm(x + layer.dropout(layer.ffn(x)))
-    last = x.new_zeros(B * L, H).index_copy_(0, index, x).view(B, L, H)  # (B, L, H)
-    return EncoderOutput(last, model.pooler(last) if model.pooler is not None else None)
+
+def _linear(module, part, name):
+    child = getattr(module, part, None)
+    if not isinstance(child, nn.Module):
+        raise ValueError(f"{name} ({type(module).__name__}) has no {part!r} layer to swap; it has "
+                         f"{', '.join(n for n, _ in module.named_children()) or 'none'}")
+    return child
+
+
+def fuse_linear_layers(model: BertModel) -> BertModel:
+    """Swap the encoder's nn.Linear layers for FusedLinear, in place (layers already swapped, such as int8
+    ones, stay); returns the model."""
+
+    def make(name, linear, gelu, owns_input):
+        if type(linear) is nn.Linear:
+            return FusedLinear(linear, gelu=gelu)
+        if gelu and not getattr(linear, "gelu", False):
+            raise ValueError(f"{name}: a {type(linear).__name__} that does not apply the GELU it must fold")
+        return linear
+
+    return swap_linear_layers(model, make)

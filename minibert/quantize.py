@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 
 from minibert.cpu import features
+from minibert.fast import linear_layer_names, swap_linear_layers
 from minibert.model import BertModel
 
 
@@ -106,9 +107,9 @@ class Int8Linear(nn.Module):
         raise TypeError("an int8-quantized model cannot be copied or pickled; quantize the float model again")
 
 
-def linear_input_absmax(model: BertModel, batches) -> dict[str, torch.Tensor]:
-    """Run the model on calibration batches (dicts of model inputs) and return, per Linear layer's name,
-    the largest |input| per input channel."""
+def linear_input_absmax(model: BertModel, batches, names=None) -> dict[str, torch.Tensor]:
+    """Run the model on calibration batches (dicts of model inputs) and return, per Linear layer's name
+    (those in `names`, or every one), the largest |input| per input channel."""
     absmax: dict[str, torch.Tensor] = {}
 
     def record(name, module, inputs):
@@ -117,7 +118,8 @@ def linear_input_absmax(model: BertModel, batches) -> dict[str, torch.Tensor]:
         absmax[name] = torch.maximum(absmax[name], seen) if name in absmax else seen
 
     hooks = [module.register_forward_pre_hook(functools.partial(record, name))
-             for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+             for name, module in model.named_modules()
+             if isinstance(module, nn.Linear) and (names is None or name in names)]
     try:
         with torch.inference_mode():
             for batch in batches:
@@ -157,16 +159,14 @@ def quantize_int8(model: BertModel, batches, alpha: float = 0.7) -> BertModel:
     if not int8_available():
         raise RuntimeError("int8 quantization needs PyTorch's oneDNN int8 kernel (x86 CPU build of torch)")
     model = model.float().eval()
-    absmax = linear_input_absmax(model, batches)
-    for i, layer in enumerate(model.layers):
-        attention, ffn = layer.attention, layer.ffn
-        for name in ("query", "key", "value", "output"):
-            linear = getattr(attention, name)
-            setattr(attention, name, Int8Linear(linear, absmax.get(f"layers.{i}.attention.{name}"), alpha,
-                                                owns_input=name == "output"))
-        fuse_gelu = model.config.hidden_act == "gelu"
-        ffn.up = Int8Linear(ffn.up, absmax.get(f"layers.{i}.ffn.up"), alpha, gelu=fuse_gelu)
-        if fuse_gelu:
-            ffn.act = nn.Identity()  # the GELU now happens inside ffn.up
-        ffn.down = Int8Linear(ffn.down, absmax.get(f"layers.{i}.ffn.down"), alpha, owns_input=True)
-    return model
+    names = linear_layer_names(model)  # refuses a model whose layout it does not know, before calibrating
+    absmax = linear_input_absmax(model, batches, names)
+
+    def make(name, linear, gelu, owns_input):
+        if type(linear) is not nn.Linear:
+            raise ValueError(f"{name} is a {type(linear).__name__}; int8 quantization starts from nn.Linear layers")
+        if name not in absmax:
+            raise ValueError(f"calibration saw no input for {name}: the model's forward does not use it")
+        return Int8Linear(linear, absmax[name], alpha, gelu=gelu, owns_input=owns_input)
+
+    return swap_linear_layers(model, make)

@@ -4,8 +4,7 @@
 
 dense      full bert-base configuration (random weights), float32: minibert BertModel (oneDNN linear
            layers) vs transformers.BertModel (its default SDPA attention) at 1x128, 8x128, 32x128, 8x512;
-           achieved GFLOP/s against a matrix-multiply roofline measured here, in this run; and a ragged
-           32x128 batch, minibert with the padding removed (fast.forward_unpadded)
+           achieved GFLOP/s against a matrix-multiply roofline measured here, in this run
 corpus     all-MiniLM-L6-v2 on a variable-length corpus: minibert Encoder.encode vs sentence-transformers
            encode vs plain transformers batches in input order (mean pooling), same batch size
 precision  minibert bfloat16 and int8 (quantize="int8") against its own float32 on the corpus: speed,
@@ -49,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_encode import make_corpus  # noqa: E402
 
 from minibert import BertModel, Encoder  # noqa: E402
-from minibert.fast import forward_unpadded, fuse_linear_layers, onednn_linear, pack_weight  # noqa: E402
+from minibert.fast import fuse_linear_layers, onednn_linear, pack_weight  # noqa: E402
 from minibert.hub import default_model  # noqa: E402
 
 RESULTS: dict = {}
@@ -127,21 +126,7 @@ def case_dense(args, tmp):
         rows.append(row)
         print(f"{f'{B}x{L}':>8}{row['minibert_s']:12.4f}{row['transformers_s']:10.4f}{row['ratio']:8.2f}"
               f"{row['tokens_per_s']:10.0f}{gflops:9.0f}{gflops / peak:8.0%}")
-    # a ragged batch: lengths uniform in 8..128, padded to 128 (55% real tokens)
-    gen = torch.Generator().manual_seed(0)
-    lengths = torch.randint(8, 129, (32,), generator=gen)
-    lengths[0] = 128
-    mask = (torch.arange(128)[None] < lengths[:, None]).long()
-    ids = torch.randint(1000, 30000, (32, 128), generator=gen) * mask
-    with torch.inference_mode():
-        t = alternate({"ours": lambda: forward_unpadded(ours, ids, mask), "theirs": lambda: theirs(ids, mask)},
-                      args.repeats)
-    real = int(mask.sum())
-    ragged = dict(batch=32, length=128, real_tokens=real, minibert_s=t["ours"], transformers_s=t["theirs"],
-                  ratio=t["theirs"] / t["ours"], tokens_per_s=real / t["ours"])
-    print(f"{'32x128 ragged':>14}: {real} real tokens; minibert (padding removed) {t['ours']:.3f} s, "
-          f"HF {t['theirs']:.3f} s, {ragged['ratio']:.2f}x")
-    RESULTS["dense"] = {"roofline_gflops": peak, "rows": rows, "ragged": ragged}
+    RESULTS["dense"] = {"roofline_gflops": peak, "rows": rows}
 
 
 def plain_transformers_encode(model, tokenizer, texts, batch_size, max_length, device="cpu"):

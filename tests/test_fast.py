@@ -67,21 +67,27 @@ def test_encoder_fast_and_plain_agree(minilm_dir):
     np.testing.assert_allclose(fast.encode(TEXTS), plain.encode(TEXTS), atol=1e-6, rtol=0)
 
 
-def test_forward_unpadded_equals_the_padded_path(minilm_dir):
-    from minibert.fast import forward_unpadded
+def test_fast_paths_refuse_a_layout_they_do_not_know(minilm_dir):
+    """A renamed module makes the fast paths refuse by name instead of silently skipping the layer."""
+    from minibert.quantize import calibration_batches, int8_available, quantize_int8
 
-    model = fuse_linear_layers(BertModel.from_pretrained(minilm_dir))
-    batch = Tokenizer.from_pretrained(minilm_dir)(TEXTS + ["x"], ["a pair for each"] * 5)
-    keep = batch["attention_mask"].bool()
-    assert keep.float().mean() < 0.8  # the batch really is ragged
-    with torch.inference_mode():
-        padded = model(**batch)
-        packed = forward_unpadded(model, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
-    torch.testing.assert_close(packed.last_hidden_state[keep], padded.last_hidden_state[keep], atol=1e-5, rtol=0)
-    torch.testing.assert_close(packed.pooler_output, padded.pooler_output, atol=1e-5, rtol=0)
-    assert (packed.last_hidden_state[~keep] == 0).all()
-    with pytest.raises(ValueError, match="input_ids holds 30522"):
-        forward_unpadded(model, torch.full((1, 3), 30522), torch.ones(1, 3, dtype=torch.long))
+    model = BertModel.from_pretrained(minilm_dir)
+    renamed = copy.deepcopy(model)
+    attention = renamed.layers[3].attention
+    attention.q = attention.query
+    del attention.query
+    with pytest.raises(ValueError, match=r"layers\.3\.attention \(SelfAttention\) has no 'query' layer to swap; "
+                                         r"it has key, value, output, q"):
+        fuse_linear_layers(renamed)
+    if int8_available():
+        with pytest.raises(ValueError, match=r"layers\.3\.attention \(SelfAttention\) has no 'query' layer"):
+            quantize_int8(renamed, calibration_batches(Tokenizer.from_pretrained(minilm_dir), 32))
+    with pytest.raises(ValueError, match="no SelfAttention and FeedForward modules"):
+        fuse_linear_layers(torch.nn.Sequential(torch.nn.Linear(4, 4)))
+    fused = fuse_linear_layers(copy.deepcopy(model))  # whole FeedForwards replaced, state dict unchanged
+    assert type(fused.layers[0].ffn).__name__ == "GeluFeedForward" and fused.layers[0].ffn.up.gelu
+    assert fused.state_dict().keys() == model.state_dict().keys()
+    assert fuse_linear_layers(fused) is fused and isinstance(fused.layers[0].ffn.up, FusedLinear)  # idempotent
 
 
 def test_encoder_runs_batches_side_by_side_and_restores_threads(minilm_dir):

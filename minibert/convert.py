@@ -60,16 +60,22 @@ def convert(src, out, *, lowercase: bool | None = None, force: bool = False) -> 
         config.save_json(tmp / "config.json", architecture)
         save_safetensors(state, tmp / "model.safetensors")
         tokenizer.save(tmp)
-        for name in SENTENCE_TRANSFORMERS_FILES:
-            if (folder / name).is_file():
-                copy_file(folder / name, tmp / name)
-        if (folder / "modules.json").is_file():
-            for module in st_module_folders(folder, read_json(folder / "modules.json")):
-                for file in sorted((folder / module).rglob("*")):
-                    target = tmp / file.relative_to(folder)
-                    if file.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                    elif file.is_file():
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        copy_file(file, target)
+        copy_sentence_transformers_files(folder, tmp)
     return out
+
+
+def copy_sentence_transformers_files(folder: Path, out: Path) -> None:
+    """modules.json, sentence_bert_config.json and the module folders it names (1_Pooling/, ...)."""
+    folder = Path(folder)
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        if (folder / name).is_file():
+            copy_file(folder / name, out / name)
+    if (folder / "modules.json").is_file():
+        for module in st_module_folders(folder, read_json(folder / "modules.json")):
+            for file in sorted((folder / module).rglob("*")):
+                target = out / file.relative_to(folder)
+                if file.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                elif file.is_file():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    copy_file(file, target)

@@ -7,6 +7,7 @@ import sys
 import threading
 import warnings
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -85,15 +86,49 @@ class Encoder:
         if quantize and (device.type != "cpu" or dtype != torch.float32):
             raise ValueError(f"quantize='int8' runs on CPU in float32, not on device {str(device)!r} in {dtype}")
         settings = read_sentence_transformers_settings(folder)
-        model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
         tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
-        if quantize:
-            from minibert.quantize import calibration_batches, quantize_int8
+        if _saved_quantization(folder):  # an int8 folder Encoder.save_pretrained wrote: no calibration
+            from minibert.quantize import load_int8_model
 
-            max_length = min(settings.get("max_length") or tokenizer.model_max_length,
-                             model.config.max_position_embeddings)
-            quantize_int8(model, calibration_batches(tokenizer, max_length, settings.get("lowercase", False)))
-        return cls(model, tokenizer, fast=fast, **settings)
+            if device.type != "cpu" or dtype != torch.float32:
+                raise ValueError(f"{folder} holds an int8 model, which runs on CPU in float32, not on device "
+                                 f"{str(device)!r} in {dtype}")
+            model = load_int8_model(folder)
+        else:
+            model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
+            if quantize:
+                from minibert.quantize import calibration_batches, quantize_int8
+
+                max_length = min(settings.get("max_length") or tokenizer.model_max_length,
+                                 model.config.max_position_embeddings)
+                quantize_int8(model, calibration_batches(tokenizer, max_length, settings.get("lowercase", False)))
+        encoder = cls(model, tokenizer, fast=fast, **settings)
+        encoder.source = folder  # where save_pretrained finds the sentence-transformers metadata to keep
+        return encoder
+
+    def save_pretrained(self, directory, force: bool = False) -> None:
+        """Write the encoder as a model folder: config.json, model.safetensors, the tokenizer files and the
+        sentence-transformers metadata it was loaded with (pooling, normalisation, length). An int8 encoder
+        is written as int8 weights with their scales and smoothing factors, and a config entry saying so:
+        from_pretrained loads it without calibrating, and gives the same vectors on the same machine.
+        Built beside `directory` and moved into place whole; a non-empty `directory` needs force=True."""
+        from minibert.atomic import atomic_folder
+        from minibert.convert import copy_sentence_transformers_files
+        from minibert.quantize import Int8Linear, int8_state_dict
+        from minibert.weights import save_model, save_safetensors
+
+        quantized = any(isinstance(m, Int8Linear) for m in self.model.modules())
+        with atomic_folder(directory, force=force) as tmp:
+            if quantized:
+                state, entry = int8_state_dict(self.model)
+                self.model.config.save_json(tmp / "config.json", quantization=entry)
+                save_safetensors(state, tmp / "model.safetensors")
+            else:
+                save_model(self.model, tmp)
+            self.tokenizer.save(tmp)
+            source = getattr(self, "source", None)
+            if source is not None:
+                copy_sentence_transformers_files(source, tmp)
 
     @property
     def dim(self) -> int:
@@ -311,6 +346,13 @@ def _check_pooling(pooling, model):
         raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
     if pooling == "pooler" and model.pooler is None:
         raise ValueError("pooling 'pooler' needs pooler weights, and this checkpoint has none")
+
+
+def _saved_quantization(folder) -> bool:
+    from minibert.config import read_json
+
+    config = Path(folder) / "config.json"
+    return config.is_file() and isinstance(values := read_json(config), dict) and "quantization" in values
 
 
 def _check_max_length(value, model, name):

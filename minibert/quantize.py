@@ -69,23 +69,48 @@ class Int8Linear(nn.Module):
     def __init__(self, linear: nn.Linear, input_absmax: torch.Tensor | None = None, alpha: float = 0.7,
                  gelu: bool = False, owns_input: bool = False, weight_max: int | None = None):
         super().__init__()
-        self.weight_max = weight_max or (127 if features().vnni else 63)
         weight = linear.weight.detach().float()  # (out, in)
         smooth = torch.ones(weight.shape[1])
         if input_absmax is not None:  # s_j = max|x_j|^alpha / max|w_j|^(1 - alpha)
             x_max = input_absmax.float().clamp(min=1e-5)
             w_max = weight.abs().amax(0).clamp(min=1e-5)
             smooth = (x_max.pow(alpha) / w_max.pow(1 - alpha)).clamp(min=1e-5)
-        weight = weight * smooth  # (out, in): column j times s_j
-        scale = (weight.abs().amax(1) / self.weight_max).clamp(min=1e-12)  # (out,) one scale per output channel
-        int8_weight = torch.round(weight / scale[:, None]).to(torch.int8)
-        self.register_buffer("inverse_smooth", 1 / smooth)  # (in,)
+        bias = linear.bias.detach().float() if linear.bias is not None else None
+        self._set(weight * smooth, 1 / smooth, bias, gelu, owns_input, weight_max)  # column j times s_j
+
+    def _set(self, smoothed_weight, inverse_smooth, bias, gelu, owns_input, weight_max=None, int8_weight=None,
+             scale=None):
+        """Quantize `smoothed_weight` (out, in) to [-weight_max, weight_max] per output channel, or take
+        `int8_weight` and `scale` as they are (a saved model), and pack it for oneDNN."""
+        self.weight_max = weight_max or (127 if features().vnni else 63)
+        if int8_weight is None:
+            scale = (smoothed_weight.abs().amax(1) / self.weight_max).clamp(min=1e-12)  # (out,) per output channel
+            int8_weight = torch.round(smoothed_weight / scale[:, None]).to(torch.int8)
+        self.register_buffer("int8_weight", int8_weight, persistent=False)  # kept to save the model
+        self.register_buffer("inverse_smooth", inverse_smooth)  # (in,)
         self.register_buffer("weight_scale", scale)
         self.register_buffer("weight_zero_point", torch.zeros_like(scale, dtype=torch.long))
-        self.register_buffer("bias", linear.bias.detach().float() if linear.bias is not None else None)
+        self.register_buffer("bias", bias)
         self.packed = torch.ops.onednn.qlinear_prepack(int8_weight, None)  # oneDNN's layout, opaque
         self.gelu, self.owns_input = gelu, owns_input
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.out_features, self.in_features = int8_weight.shape
+
+    @classmethod
+    def from_saved(cls, int8_weight, scale, inverse_smooth, bias, gelu=False, owns_input=False, weight_max=127):
+        """The layer as `saved_tensors` wrote it. Where this CPU needs narrower weights than were saved
+        (no VNNI: 7 bits), they are quantized again from their dequantized values."""
+        layer = cls.__new__(cls)
+        nn.Module.__init__(layer)
+        if not features().vnni and weight_max > 63:
+            layer._set(int8_weight.float() * scale[:, None], inverse_smooth, bias, gelu, owns_input)
+        else:
+            layer._set(None, inverse_smooth, bias, gelu, owns_input, weight_max, int8_weight, scale)
+        return layer
+
+    def saved_tensors(self) -> dict[str, torch.Tensor]:
+        """What a saved int8 model holds for this layer, by suffix of its Hugging Face key prefix."""
+        out = {"weight": self.int8_weight, "weight_scale": self.weight_scale, "input_scale": self.inverse_smooth}
+        return out | ({"bias": self.bias} if self.bias is not None else {})
 
     def forward(self, x):
         shape = x.shape
@@ -168,5 +193,72 @@ def quantize_int8(model: BertModel, batches, alpha: float = 0.7) -> BertModel:
         if name not in absmax:
             raise ValueError(f"calibration saw no input for {name}: the model's forward does not use it")
         return Int8Linear(linear, absmax[name], alpha, gelu=gelu, owns_input=owns_input)
+
+    return swap_linear_layers(model, make)
+
+
+# --- int8 models saved once ------------------------------------------------------------------------------
+
+QUANTIZATION = "minibert-int8"  # config.json's "quantization": {"method": ..., "alpha", "weight_max"}
+
+
+def int8_state_dict(model: BertModel) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every tensor of a quantized BertModel under Hugging Face names (the float ones as they are; for each
+    Int8Linear its int8 weight, per-channel weight_scale, input_scale (1 / smoothing) and bias), and the
+    config.json entry that says how they were made."""
+    from minibert.weights import to_hf_name
+
+    # Int8Linear holds buffers only, so the parameters are exactly the float tensors.
+    state = {to_hf_name(name): t.detach().contiguous() for name, t in model.named_parameters()}
+    weight_max = None
+    for name, module in model.named_modules():
+        if isinstance(module, Int8Linear):
+            prefix = to_hf_name(name + ".weight").removesuffix(".weight")
+            state |= {f"{prefix}.{k}": v.contiguous() for k, v in module.saved_tensors().items()}
+            weight_max = module.weight_max
+    if weight_max is None:
+        raise ValueError("the model has no int8 layers to save")
+    return state, {"method": QUANTIZATION, "weight_max": weight_max}
+
+
+def load_int8_model(folder) -> BertModel:
+    """A BertModel with Int8Linear layers, from a folder `Encoder.save_pretrained` wrote for a quantized
+    encoder: no calibration, and the same int8 weights, so the same vectors on the same machine."""
+    from pathlib import Path
+
+    from minibert.config import read_json
+    from minibert.weights import CheckpointError, build_model, encoder_weights, read_config, read_state_dict, to_hf_name
+
+    folder = Path(folder)
+    entry = read_json(folder / "config.json").get("quantization") or {}
+    if entry.get("method") != QUANTIZATION:
+        raise CheckpointError(f"{folder / 'config.json'}: quantization {entry!r} is not {QUANTIZATION!r}")
+    config = read_config(folder)
+    tensors, origin = read_state_dict(folder)
+    floats, saved = {}, {}
+    for key, t in tensors.items():
+        base, _, suffix = key.rpartition(".")
+        if suffix in ("weight_scale", "input_scale") or (suffix == "weight" and t.dtype == torch.int8):
+            saved.setdefault(base, {})[suffix] = t
+        else:
+            floats[key] = t
+    for base, parts in saved.items():  # the encoder's checks see the dequantized weight in its place
+        missing = sorted({"weight", "weight_scale", "input_scale"} - parts.keys())
+        if missing:
+            raise CheckpointError(f"{origin[f'{base}.{next(iter(parts))}']}: int8 layer {base!r} lacks its "
+                                  f"{missing[0]}")
+        floats[base + ".weight"] = parts["weight"].float() * parts["weight_scale"][:, None] / parts["input_scale"]
+    state, _ = encoder_weights(floats, origin, config)
+    model = build_model(config, state)
+
+    def make(name, linear, gelu, owns_input):
+        prefix = to_hf_name(name + ".weight").removesuffix(".weight")
+        if prefix not in saved:
+            raise CheckpointError(f"{folder}: the int8 model has no quantized layer {prefix!r}")
+        bias = floats.get(prefix + ".bias")
+        parts = saved[prefix]
+        return Int8Linear.from_saved(parts["weight"], parts["weight_scale"].float(), parts["input_scale"].float(),
+                                     None if bias is None else bias.float(), gelu, owns_input,
+                                     int(entry.get("weight_max", 127)))
 
     return swap_linear_layers(model, make)

@@ -392,14 +392,18 @@ def load_model(name_or_path, *, device=None, dtype=None, revision=None, local_fi
     state, rest = encoder_weights(tensors, origin, config)
     if rest:
         logger.info("%s: left %d non-encoder keys unused (%s, ...)", folder, len(rest), rest[0])
-    has_pooler = "pooler.dense.weight" in state
-    if not has_pooler:
+    if "pooler.dense.weight" not in state:
         warnings.warn(f"{folder}: the checkpoint has no pooler weights; pooler_output will be None", stacklevel=3)
-    # A skeleton, so no memory or time goes into random weights that are overwritten.
+    return cast(build_model(config, state, attention), device, dtype, folder)
+
+
+def build_model(config: BertConfig, state: dict, attention: str = "sdpa") -> BertModel:
+    """A BertModel holding `state` (minibert names, as encoder_weights returns them); a pooler if the state
+    has one. Built as a skeleton, so no memory or time goes into random weights that are overwritten."""
     with skeleton():
-        model = BertModel(config, add_pooler=has_pooler, attention=attention)
+        model = BertModel(config, add_pooler="pooler.dense.weight" in state, attention=attention)
     model.load_state_dict(state, strict=True, assign=True)
-    return cast(model, device, dtype, folder)
+    return model.eval()
 
 
 def save_model(model: BertModel, directory, prefix: str = "") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,61 @@ def test_calibration_texts_are_fixed_and_span_the_lengths():
     assert set(" ".join(texts).split()) <= {"walk", "talk", "red", "blue"}
     with pytest.raises(ValueError, match="no whole words"):
         calibration_texts({"[CLS]": 0, "##s": 1}, max_words=16)
+
+
+def test_an_int8_model_saved_once_loads_without_calibration_and_gives_the_same_vectors(minilm_dir, tmp_path,
+                                                                                         monkeypatch):
+    import minibert.quantize as quantize
+
+    texts = TEXTS + [f"sentence {i} about the town and the river " * (1 + i % 5) for i in range(30)]
+    in_memory = Encoder.from_pretrained(minilm_dir, quantize="int8")
+    in_memory.save_pretrained(tmp_path / "int8")
+    files = sorted(p.name for p in (tmp_path / "int8").iterdir())
+    assert {"config.json", "model.safetensors", "modules.json", "1_Pooling", "tokenizer.json"} <= set(files)
+    config = json.loads((tmp_path / "int8" / "config.json").read_text())
+    assert config["quantization"]["method"] == "minibert-int8"
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("a saved int8 model must not be calibrated again")
+
+    monkeypatch.setattr(quantize, "calibration_batches", no_calibration)
+    monkeypatch.setattr(quantize, "linear_input_absmax", no_calibration)
+    saved = Encoder.from_pretrained(tmp_path / "int8")
+    assert isinstance(saved.model.layers[2].attention.key, Int8Linear)
+    assert (saved.pooling, saved.normalize, saved.max_length) == (in_memory.pooling, in_memory.normalize, 256)
+    assert saved.encode(texts).tobytes() == in_memory.encode(texts).tobytes()  # bit for bit, same machine
+    with pytest.raises(ValueError, match="int8 model, which runs on CPU in float32"):
+        Encoder.from_pretrained(tmp_path / "int8", dtype=torch.bfloat16)
+    with pytest.raises(FileExistsError, match="is not empty"):
+        in_memory.save_pretrained(tmp_path / "int8")
+
+
+def test_a_saved_int8_model_on_a_cpu_without_vnni(minilm_dir, tmp_path):
+    from minibert import cpu
+
+    with cpu.override(vnni=True):  # saved where 8-bit weights are safe
+        Encoder.from_pretrained(minilm_dir, quantize="int8").save_pretrained(tmp_path / "int8")
+    reference = Encoder.from_pretrained(minilm_dir).encode(TEXTS)
+    with cpu.override(vnni=False):  # loaded where they would saturate: kept to 7 bits
+        saved = Encoder.from_pretrained(tmp_path / "int8")
+        assert saved.model.layers[0].ffn.up.weight_max == 63
+        got = saved.encode(TEXTS)
+    cosine = (got * reference).sum(1)
+    assert cosine.min() > 0.97 and cosine.mean() > 0.99, cosine
+
+
+def test_quantize_command(minilm_dir, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "minibert", "quantize", str(minilm_dir), str(tmp_path / "q")],
+                            capture_output=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert b"minibert: wrote" in result.stderr and b"int8" in result.stderr
+    texts = tmp_path / "t.txt"
+    texts.write_text("\n".join(TEXTS[:4]) + "\n")
+    out = subprocess.run([sys.executable, "-m", "minibert", "embed", "--model", str(tmp_path / "q"), str(texts),
+                          "-o", str(tmp_path / "v.npy")], capture_output=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    expected = Encoder.from_pretrained(tmp_path / "q").encode(TEXTS[:4])
+    np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), expected)

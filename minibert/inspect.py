@@ -30,6 +30,7 @@ docs/activations.md says where each is taken and what padded positions hold.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 
@@ -57,6 +58,9 @@ def recording(model: BertModel):
     def input_of(name):
         return lambda module, inputs: steps.__setitem__(name, inputs[0].detach())
 
+    def keep(prefix, name, t):  # attention()'s own steps, through SelfAttention.record
+        steps[prefix + name] = t.detach()
+
     e = model.embeddings
     hooks = [
         e.word_embeddings.register_forward_hook(output_of("embeddings.word")),
@@ -82,7 +86,7 @@ def recording(model: BertModel):
             layer.ffn_norm.register_forward_pre_hook(input_of(p + "ffn.residual")),
             layer.ffn_norm.register_forward_hook(output_of(p + "ffn.norm")),
         ]
-        a.record = (lambda prefix: lambda name, t: steps.__setitem__(prefix + name, t.detach()))(p + "attention.")
+        a.record = partial(keep, p + "attention.")
     if model.pooler is not None:
         hooks += [model.pooler.dense.register_forward_hook(output_of("pooler.dense")),
                   model.pooler.register_forward_hook(output_of("pooler.output"))]

@@ -263,9 +263,6 @@ class BertModel(nn.Module):
             attentions=tuple(attentions) if output_attentions else None,
         )
 
-    def check_inputs(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None):
-        check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
-
 
 # --- input checks, kept below the model so it reads without them -------------------------------------
 

@@ -50,7 +50,7 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
     from minibert.heads import BertForPreTraining
     from minibert.hub import resolve
     from minibert.tokenizer import Tokenizer
-    from minibert.weights import as_device, as_dtype, load_model, read_state_dict
+    from minibert.weights import as_device, as_dtype, load_model, read_config, read_state_dict
 
     transformers = _transformers()
     transformers.logging.set_verbosity_error()  # no load reports or progress bars in the middle of the table
@@ -66,7 +66,7 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
         if not any((folder / f).is_file() for f in ("config.json",)):  # e.g. a Google TF release
             hf_folder = convert(folder, Path(tmp) / "hf")
         tokenizer = Tokenizer.from_pretrained(folder)
-        limit = min(tokenizer.model_max_length, 512)
+        limit = min(tokenizer.model_max_length, read_config(folder).max_position_embeddings)
         batch = tokenizer(texts, [p or "" for p in pairs] if pairs else None, max_length=limit)
         keep = batch["attention_mask"].bool()
         batch = {k: v.to(device) for k, v in batch.items()}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import minibert
 
+NUMPY_MAX_TEXTS = 16  # similarity --backend auto: the numpy backend up to this many texts
 POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len")  # as minibert.encoder.POOLINGS, without importing torch
 
 
@@ -128,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     similarity = add("similarity", "print the cosine similarity matrix of a few texts", SIMILARITY_EXAMPLES)
     similarity.add_argument("texts", nargs="+", metavar="TEXT")
+    similarity.add_argument("--backend", choices=("auto", "torch", "numpy"), default="auto",
+                            help=f"numpy computes without loading torch, which is most of a short run's time; "
+                                 f"auto (default) picks it for up to {NUMPY_MAX_TEXTS} texts of a model "
+                                 "folder with float weights in model.safetensors, torch otherwise")
     similarity.set_defaults(run=run_similarity)
 
     convert = commands.add_parser(
@@ -416,11 +421,24 @@ class _stdout:
 
 
 def run_similarity(args) -> None:
-    from minibert.encoder import similarity
+    import numpy as np
 
-    encoder = load_encoder(args.model, lowercase=args.lowercase)
+    if args.backend == "auto":
+        from minibert.hub import default_model, resolve
+        from minibert.numpy_encoder import numpy_can_load
+
+        folder = default_model() if args.model is None else resolve(args.model)
+        small = len(args.texts) <= NUMPY_MAX_TEXTS and numpy_can_load(folder)
+        args.backend = "numpy" if small else "torch"
+    if args.backend == "numpy":
+        from minibert.numpy_encoder import NumpyEncoder
+
+        encoder = NumpyEncoder.from_pretrained(args.model, lowercase=args.lowercase)
+    else:
+        encoder = load_encoder(args.model, lowercase=args.lowercase)
     vectors = encoder.encode(args.texts)
-    print(format_matrix(args.texts, similarity(vectors, vectors)))
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    print(format_matrix(args.texts, unit @ unit.T))
 
 
 def run_tokenize(args) -> None:

@@ -56,7 +56,7 @@ class Encoder:
     @classmethod
     def from_pretrained(cls, name_or_path=None, *, device=None, dtype=None, revision=None,
                         local_files_only=False, fast: bool = True, quantize: str | None = None,
-                        lowercase: bool | None = None) -> Encoder:
+                        lowercase: bool | None = None, backend: str = "torch") -> Encoder:
         """Load a model folder or Hub id; None loads the default, all-MiniLM-L6-v2.
 
         `fast=True`, on CPU: the linear layers run through oneDNN with the GELU fused (minibert/fast.py),
@@ -73,8 +73,22 @@ class Encoder:
 
         `lowercase` overrides the tokenizer's lower-casing; a Google folder with a bare vocab.txt whose
         name does not say cased or uncased needs it.
+
+        `backend="numpy"` returns a minibert.numpy_encoder.NumpyEncoder instead: the same interface and
+        vectors (within 1e-5) from the numpy specification, for a few texts on CPU in float32.
         """
         from minibert.weights import as_device, as_dtype
+
+        if backend == "numpy":
+            from minibert.numpy_encoder import NumpyEncoder
+
+            if as_device(device).type != "cpu" or as_dtype(dtype) != torch.float32 or quantize is not None:
+                raise ValueError("backend='numpy' computes on CPU in float32 without quantization; got "
+                                 f"device={device!r}, dtype={dtype!r}, quantize={quantize!r}")
+            return NumpyEncoder.from_pretrained(name_or_path, revision=revision, local_files_only=local_files_only,
+                                                lowercase=lowercase)
+        if backend != "torch":
+            raise ValueError(f"backend must be 'torch' or 'numpy', got {backend!r}")
 
         device, dtype = as_device(device), as_dtype(dtype)
         if name_or_path is None:

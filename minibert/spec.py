@@ -32,8 +32,10 @@ def gelu(x):
 
 
 def linear(x, w, prefix):
-    """x @ W^T + b for the Linear layer stored under `prefix` (torch layout: weight is (out, in))."""
-    return x @ w[prefix + ".weight"].T + w[prefix + ".bias"]
+    """x @ W^T + b for the Linear layer stored under `prefix` (torch layout: weight is (out, in)).
+    As one (B*L, in) matrix product: numpy runs a stacked (B, L, in) product as B small ones."""
+    y = x.reshape(-1, x.shape[-1]) @ w[prefix + ".weight"].T
+    return y.reshape(*x.shape[:-1], -1) + w[prefix + ".bias"]
 
 
 def softmax(x):

@@ -19,6 +19,12 @@ scale      a generated file of --scale-short short and --scale-long long lines (
            `minibert embed -o DIR/` (shards, manifest) against the same stream with nothing written, and
            sentence-transformers' encode over the file in chunks of the same size, each a fresh process:
            throughput and peak RSS; and peak RSS at a tenth of the file against the whole
+ort        (needs onnxruntime and onnx, the `bench` extra) all-MiniLM-L6-v2 exported and optimised for ONNX
+           Runtime (float32, and dynamic int8 per channel) against minibert float32, int8 (bfloat16 where
+           the CPU has native bf16) and sentence-transformers: natural and short corpora (seconds, cosine
+           min/mean and Spearman against sentence-transformers), one short query at batch 1, cold start of
+           a five-sentence similarity, and bert-base 1x128 and 8x128 (plain, fused, transformers, ORT);
+           see scripts/bench_ort.py
 gpu        (CUDA only; skipped without it) bert-base 256x128 in float16, bfloat16 and float32 with TF32
            off, minibert vs transformers in the same dtype, TFLOP/s against a matrix product's measured
            in the same dtype; and the corpus with all-MiniLM-L6-v2, Encoder.encode vs plain
@@ -418,7 +424,7 @@ def case_scale(args, tmp):
     with open(big, encoding="utf-8") as src, open(small, "w", encoding="utf-8") as dst:
         for _, line in zip(range(lines // 10), src):
             dst.write(line)
-    runs = {"shards": [], "stream": [], "sentence-transformers": []}
+    runs = {who: [] for who in args.scale_with.split(",")}
     for r in range(args.repeats):
         for who in runs:
             if who == "shards":
@@ -437,15 +443,24 @@ def case_scale(args, tmp):
     print(f"\n## scale: {args.scale_short} short + {args.scale_long} long lines, chunks of {chunk}, all-MiniLM-L6-v2")
     for who in runs:
         print(f"{who:24}{seconds[who]:9.1f} s{lines / seconds[who]:9.1f} texts/s  peak RSS {rss[who] / 2**20:7.0f} MiB")
-    print(f"sharded output and its bookkeeping cost {seconds['shards'] / seconds['stream'] - 1:+.1%} against the bare "
-          f"stream; minibert {seconds['sentence-transformers'] / seconds['shards']:.2f}x sentence-transformers")
+    if "stream" in runs:
+        print(f"sharded output and its bookkeeping cost {seconds['shards'] / seconds['stream'] - 1:+.1%} "
+              "against the bare stream")
+    if "sentence-transformers" in runs:
+        print(f"minibert {seconds['sentence-transformers'] / seconds['shards']:.2f}x sentence-transformers")
     print(f"peak RSS at {lines // 10} lines {small_rss / 2**20:.0f} MiB, at {lines} lines "
           f"{rss['shards'] / 2**20:.0f} MiB: {rss['shards'] / small_rss - 1:+.1%}")
     RESULTS["scale"] = {"lines": lines, "seconds": seconds, "peak_rss": rss, "peak_rss_tenth": small_rss}
 
 
+def case_ort(args, tmp):
+    from bench_ort import case_ort
+
+    case_ort(args, tmp, RESULTS)
+
+
 CASES = {"dense": case_dense, "corpus": case_corpus, "precision": case_precision, "memory": case_memory,
-         "coldstart": case_coldstart, "gpu": case_gpu, "scale": case_scale}
+         "coldstart": case_coldstart, "gpu": case_gpu, "scale": case_scale, "ort": case_ort}
 
 
 def main():
@@ -457,8 +472,17 @@ def main():
     parser.add_argument("--scale-short", type=int, default=1_000_000, help="scale case: short lines (1M)")
     parser.add_argument("--scale-long", type=int, default=100_000, help="scale case: long lines (100k)")
     parser.add_argument("--chunk-size", type=int, default=4096, help="scale case: rows per chunk (4096)")
+    parser.add_argument("--scale-with", default="shards,stream,sentence-transformers",
+                        help="scale case: contenders besides the RSS check, from shards (always), stream, "
+                             "sentence-transformers")
+    parser.add_argument("--queries", type=int, default=200, help="ort case: single-query rounds (200)")
+    parser.add_argument("--dense-rounds", type=int, default=20, help="ort case: bert-base rounds (20)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
+    if "shards" not in args.scale_with.split(","):
+        args.scale_with = "shards," + args.scale_with
+    if unknown := set(args.scale_with.split(",")) - {"shards", "stream", "sentence-transformers"}:
+        parser.error(f"unknown --scale-with contender {sorted(unknown)[0]!r}")
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown:

@@ -123,9 +123,12 @@ class Int8Linear(nn.Module):
         # uint8 = round(x / scale) + zero_point: rounded as + 0.5, then truncated by the cast (all >= 0),
         # and cast through int32, which is 3x faster here than float -> uint8 in one step
         q = x.mul_(1 / scale).add_(zero_point + 0.5).clamp_(0, 255).to(torch.int32).to(torch.uint8)  # (M, in)
+        post_op = self.gelu and features().fused_gelu  # where oneDNN's GELU post-op pays (minibert.cpu)
         y = torch.ops.onednn.qlinear_pointwise(q, scale, zero_point, self.packed, self.weight_scale,
                                                self.weight_zero_point, self.bias, 1.0, 0, torch.float32,
-                                               "gelu" if self.gelu else "none", [], "none" if self.gelu else "")
+                                               "gelu" if post_op else "none", [], "none" if post_op else "")
+        if self.gelu and not post_op:
+            y = torch.nn.functional.gelu(y)
         return y.reshape(*shape[:-1], self.out_features)
 
     def __getstate__(self):  # the packed weight is an opaque oneDNN tensor that cannot be copied or pickled

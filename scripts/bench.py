@@ -476,6 +476,8 @@ def main():
                         help="scale case: contenders besides the RSS check, from shards (always), stream, "
                              "sentence-transformers")
     parser.add_argument("--queries", type=int, default=200, help="ort case: single-query rounds (200)")
+    parser.add_argument("--ort-parts", default="corpus,query,cold,dense",
+                        help="ort case: which parts, from corpus, query, cold, dense (all)")
     parser.add_argument("--dense-rounds", type=int, default=20, help="ort case: bert-base rounds (20)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()

@@ -144,6 +144,13 @@ FIVE = ["A man is eating food.", "A man eats a meal.", "The sky is blue today.",
         "Dogs bark at night."]
 
 
+def gelu_apart(model, ids, apart: bool):
+    from minibert import cpu
+
+    with cpu.override(fused_gelu=not apart):
+        return model(ids)
+
+
 def case_ort(args, tmp, results: dict):
     import importlib.util
 
@@ -181,100 +188,108 @@ def case_ort(args, tmp, results: dict):
     }
     if cpu.native_bf16:  # bfloat16's target applies where the CPU computes in it; elsewhere it is slower
         contenders["minibert bfloat16"] = Encoder.from_pretrained(folder, dtype=torch.bfloat16)
-    natural_corpus = make_corpus(f32.tokenizer, args.texts)
-    sets = {"natural": natural_corpus, "short": short_texts(args.texts)}
-    reference = {name: contenders["sentence-transformers float32"].encode(texts, batch_size=32)
-                 for name, texts in sets.items()}
-    reference["432 sentences"] = contenders["sentence-transformers float32"].encode(natural_sentences())
+    parts = args.ort_parts.split(",")
     rows = {}
-    for set_name, texts in sets.items():
-        out = {}
-        fns = {who: (lambda e=e, who=who, out=out, texts=texts: out.__setitem__(who, e.encode(texts, batch_size=32)))
-               for who, e in contenders.items()}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            t = alternate(fns, args.repeats)
-        base = t["sentence-transformers float32"]
-        print(f"\n{set_name}: {len(texts)} texts, batch 32, median of {args.repeats} interleaved rounds")
-        print(f"{'':38}{'seconds':>8}{'vs ST':>7}{'vs mb f32':>10}{'cos min':>9}{'cos mean':>9}{'Spearman':>9}")
-        for who, seconds in t.items():
-            cmin, cmean, rho = agreement(out[who], reference[set_name])
-            rows[f"{set_name}/{who}"] = dict(seconds=seconds, vs_st=base / seconds,
-                                              vs_minibert_f32=t["minibert float32"] / seconds,
-                                              cos_min=cmin, cos_mean=cmean, spearman=rho)
-            print(f"{who:38}{seconds:8.2f}{base / seconds:6.2f}x{t['minibert float32'] / seconds:9.2f}x"
-                  f"{cmin:9.4f}{cmean:9.4f}{rho:9.4f}")
-    print("\nagreement on the 432 natural sentences of scripts/data, against sentence-transformers float32:")
-    for who, e in contenders.items():
-        cmin, cmean, rho = agreement(e.encode(natural_sentences(), batch_size=32), reference["432 sentences"])
-        rows[f"432/{who}"] = dict(cos_min=cmin, cos_mean=cmean, spearman=rho)
-        print(f"{who:38}cos min {cmin:.4f}  mean {cmean:.4f}  Spearman {rho:.4f}")
+    if "corpus" in parts:
+        natural_corpus = make_corpus(f32.tokenizer, args.texts)
+        sets = {"natural": natural_corpus, "short": short_texts(args.texts)}
+        reference = {name: contenders["sentence-transformers float32"].encode(texts, batch_size=32)
+                     for name, texts in sets.items()}
+        reference["432 sentences"] = contenders["sentence-transformers float32"].encode(natural_sentences())
+        for set_name, texts in sets.items():
+            out = {}
+            fns = {who: (lambda e=e, who=who, out=out, texts=texts:
+                         out.__setitem__(who, e.encode(texts, batch_size=32)))
+                   for who, e in contenders.items()}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t = alternate(fns, args.repeats)
+            base = t["sentence-transformers float32"]
+            print(f"\n{set_name}: {len(texts)} texts, batch 32, median of {args.repeats} interleaved rounds")
+            print(f"{'':38}{'seconds':>8}{'vs ST':>7}{'vs mb f32':>10}{'cos min':>9}{'cos mean':>9}{'Spearman':>9}")
+            for who, seconds in t.items():
+                cmin, cmean, rho = agreement(out[who], reference[set_name])
+                rows[f"{set_name}/{who}"] = dict(seconds=seconds, vs_st=base / seconds,
+                                                  vs_minibert_f32=t["minibert float32"] / seconds,
+                                                  cos_min=cmin, cos_mean=cmean, spearman=rho)
+                print(f"{who:38}{seconds:8.2f}{base / seconds:6.2f}x{t['minibert float32'] / seconds:9.2f}x"
+                      f"{cmin:9.4f}{cmean:9.4f}{rho:9.4f}")
+        print("\nagreement on the 432 natural sentences of scripts/data, against sentence-transformers float32:")
+        for who, e in contenders.items():
+            cmin, cmean, rho = agreement(e.encode(natural_sentences(), batch_size=32), reference["432 sentences"])
+            rows[f"432/{who}"] = dict(cos_min=cmin, cos_mean=cmean, spearman=rho)
+            print(f"{who:38}cos min {cmin:.4f}  mean {cmean:.4f}  Spearman {rho:.4f}")
 
-    # One short query, batch 1: the latency a search box sees.
-    query = "how do I reset my password"
-    numpy_encoder = NumpyEncoder.from_pretrained(folder)
-    single = {
-        "sentence-transformers float32": lambda: contenders["sentence-transformers float32"].encode([query]),
-        "minibert float32": lambda: f32.encode([query]),
-        "minibert int8": lambda: contenders["minibert int8"].encode([query]),
-        "minibert numpy backend": lambda: numpy_encoder.encode([query]),
-        "ORT float32, 2 threads": lambda: contenders["ORT float32, 1 session x 2 threads"].encode([query]),
-        "ORT float32, 1 thread": lambda: contenders["ORT float32, 2 sessions x 1 thread"].encode([query]),
-        "ORT int8, 2 threads": lambda: contenders["ORT int8, 1 session x 2 threads"].encode([query]),
-        "ORT int8, 1 thread": lambda: contenders["ORT int8, 2 sessions x 1 thread"].encode([query]),
-    }
-    lat = {who: [] for who in single}
-    for fn in single.values():
-        fn()
-    for _ in range(args.queries):
-        for who, fn in single.items():
-            start = time.perf_counter()
+    if "query" in parts:
+        # One short query, batch 1: the latency a search box sees.
+        query = "how do I reset my password"
+        numpy_encoder = NumpyEncoder.from_pretrained(folder)
+        single = {
+            "sentence-transformers float32": lambda: contenders["sentence-transformers float32"].encode([query]),
+            "minibert float32": lambda: f32.encode([query]),
+            "minibert int8": lambda: contenders["minibert int8"].encode([query]),
+            "minibert numpy backend": lambda: numpy_encoder.encode([query]),
+            "ORT float32, 2 threads": lambda: contenders["ORT float32, 1 session x 2 threads"].encode([query]),
+            "ORT float32, 1 thread": lambda: contenders["ORT float32, 2 sessions x 1 thread"].encode([query]),
+            "ORT int8, 2 threads": lambda: contenders["ORT int8, 1 session x 2 threads"].encode([query]),
+            "ORT int8, 1 thread": lambda: contenders["ORT int8, 2 sessions x 1 thread"].encode([query]),
+        }
+        lat = {who: [] for who in single}
+        for fn in single.values():
             fn()
-            lat[who].append(time.perf_counter() - start)
-    print(f"\none short query ({len(query.split())} words), batch 1, median of {args.queries} interleaved")
-    for who, v in lat.items():
-        print(f"{who:38}{statistics.median(v) * 1e3:8.2f} ms")
-    rows["query_ms"] = {who: statistics.median(v) * 1e3 for who, v in lat.items()}
+        for _ in range(args.queries):
+            for who, fn in single.items():
+                start = time.perf_counter()
+                fn()
+                lat[who].append(time.perf_counter() - start)
+        print(f"\none short query ({len(query.split())} words), batch 1, median of {args.queries} interleaved")
+        for who, v in lat.items():
+            print(f"{who:38}{statistics.median(v) * 1e3:8.2f} ms")
+        rows["query_ms"] = {who: statistics.median(v) * 1e3 for who, v in lat.items()}
 
-    # Cold start: a new process that embeds five sentences and prints their similarities.
-    cold = {"minibert similarity (auto: numpy)": [sys.executable, "-m", "minibert", "similarity", *FIVE],
-            "minibert similarity --backend torch": [sys.executable, "-m", "minibert", "similarity", "--backend",
-                                                    "torch", *FIVE],
-            "onnxruntime + tokenizers": [sys.executable, "-c", ORT_COLD, str(f32_path), str(folder), *FIVE]}
-    cold_t = {who: [] for who in cold}
-    for _ in range(args.repeats):
-        for who, argv in cold.items():
-            start = time.perf_counter()
-            subprocess.run(argv, check=True, capture_output=True)
-            cold_t[who].append(time.perf_counter() - start)
-    ort_cold = statistics.median(cold_t["onnxruntime + tokenizers"])
-    print(f"\ncold start: a new process embeds five sentences, median of {args.repeats}")
-    for who, v in cold_t.items():
-        print(f"{who:38}{statistics.median(v):8.2f} s{statistics.median(v) / ort_cold:7.2f}x ORT's")
-    rows["cold_s"] = {who: statistics.median(v) for who, v in cold_t.items()}
+    if "cold" in parts:
+        # Cold start: a new process that embeds five sentences and prints their similarities.
+        cold = {"minibert similarity (auto: numpy)": [sys.executable, "-m", "minibert", "similarity", *FIVE],
+                "minibert similarity --backend torch": [sys.executable, "-m", "minibert", "similarity", "--backend",
+                                                        "torch", *FIVE],
+                "onnxruntime + tokenizers": [sys.executable, "-c", ORT_COLD, str(f32_path), str(folder), *FIVE]}
+        cold_t = {who: [] for who in cold}
+        for _ in range(args.repeats):
+            for who, argv in cold.items():
+                start = time.perf_counter()
+                subprocess.run(argv, check=True, capture_output=True)
+                cold_t[who].append(time.perf_counter() - start)
+        ort_cold = statistics.median(cold_t["onnxruntime + tokenizers"])
+        print(f"\ncold start: a new process embeds five sentences, median of {args.repeats}")
+        for who, v in cold_t.items():
+            print(f"{who:38}{statistics.median(v):8.2f} s{statistics.median(v) / ort_cold:7.2f}x ORT's")
+        rows["cold_s"] = {who: statistics.median(v) for who, v in cold_t.items()}
 
-    # bert-base, dense batches: the plain model, the fused fast path, transformers and ORT.
-    base_folder = bert_base_folder(tmp)
-    base_onnx = tmp / "bert-base.onnx"
-    export(base_folder, base_onnx)
-    import transformers
+    if "dense" in parts:
+        # bert-base, dense batches: the plain model, the fused fast path, transformers and ORT.
+        base_folder = bert_base_folder(tmp)
+        base_onnx = tmp / "bert-base.onnx"
+        export(base_folder, base_onnx)
+        import transformers
 
-    plain = BertModel.from_pretrained(base_folder)
-    fast = fuse_linear_layers(BertModel.from_pretrained(base_folder))
-    hf = transformers.BertModel.from_pretrained(base_folder).eval()
-    ort_base = session(base_onnx, 2)
-    print(f"\nbert-base float32 (random weights), median of {args.dense_rounds} interleaved rounds")
-    for B, L in ((1, 128), (8, 128)):
-        ids = torch.randint(1000, 30000, (B, L))
-        feed = {"input_ids": ids.numpy(), "attention_mask": np.ones((B, L), np.int64),
-                "token_type_ids": np.zeros((B, L), np.int64)}
-        with torch.inference_mode():
-            t = alternate({"minibert plain": lambda ids=ids: plain(ids),
-                           "minibert fuse_linear_layers": lambda ids=ids: fast(ids),
-                           "transformers": lambda ids=ids: hf(ids),
-                           "ORT optimised": lambda feed=feed: ort_base.run(None, feed)}, args.dense_rounds)
-        rows[f"bert-base {B}x{L}"] = t
-        print(f"{B}x{L}: " + ", ".join(f"{who} {s * 1e3:.1f} ms" for who, s in t.items())
-              + f"; ORT / minibert plain {t['ORT optimised'] / t['minibert plain']:.2f}x, fused / plain "
-                f"{t['minibert fuse_linear_layers'] / t['minibert plain']:.2f}x")
+        plain = BertModel.from_pretrained(base_folder)
+        fast = fuse_linear_layers(BertModel.from_pretrained(base_folder))
+        hf = transformers.BertModel.from_pretrained(base_folder).eval()
+        ort_base = session(base_onnx, 2)
+        print(f"\nbert-base float32 (random weights), median of {args.dense_rounds} interleaved rounds")
+        for B, L in ((1, 128), (8, 128)):
+            ids = torch.randint(1000, 30000, (B, L))
+            feed = {"input_ids": ids.numpy(), "attention_mask": np.ones((B, L), np.int64),
+                    "token_type_ids": np.zeros((B, L), np.int64)}
+            with torch.inference_mode():
+                t = alternate({"minibert plain": lambda ids=ids: plain(ids),
+                               "minibert fuse_linear_layers": lambda ids=ids: fast(ids),
+                               "fused, GELU post-op": lambda ids=ids: gelu_apart(fast, ids, False),
+                               "fused, GELU apart": lambda ids=ids: gelu_apart(fast, ids, True),
+                               "transformers": lambda ids=ids: hf(ids),
+                               "ORT optimised": lambda feed=feed: ort_base.run(None, feed)}, args.dense_rounds)
+            rows[f"bert-base {B}x{L}"] = t
+            print(f"{B}x{L}: " + ", ".join(f"{who} {s * 1e3:.1f} ms" for who, s in t.items())
+                  + f"; ORT / minibert plain {t['ORT optimised'] / t['minibert plain']:.2f}x, fused / plain "
+                    f"{t['minibert fuse_linear_layers'] / t['minibert plain']:.2f}x")
     results["ort"] = rows

@@ -31,10 +31,34 @@ def test_features_come_from_torch_and_the_isa_cap():
     assert f.capability == torch.backends.cpu.get_cpu_capability()
     assert f.onednn_bf16 == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert f.describe().startswith(f.capability)
-    code = "from minibert import cpu; f = cpu.detect(); print(f.vnni, f.native_bf16)"
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert result.stdout.split() == ["False", "False"], result.stderr
+    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() in cpu._NO_AVX512_ISAS
+    assert f.fused_gelu == (f.capability.startswith("AVX512") and not capped)
+    code = "from minibert import cpu; f = cpu.detect(); print(f.vnni, f.native_bf16, f.fused_gelu)"
+    for env in ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ATEN_CPU_CAPABILITY": "avx2"}):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                env={**os.environ, **env}, timeout=120)
+        assert result.stdout.split()[2] == "False", result.stderr
+        if "ONEDNN_MAX_CPU_ISA" in env:
+            assert result.stdout.split()[:2] == ["False", "False"], result.stderr
+
+
+@pytest.mark.parametrize("fused_gelu", [False, True])
+def test_gelu_post_op_or_apart_gives_the_same_layer(fused_gelu):
+    """The feed-forward GELU inside oneDNN's product (AVX-512) or after it (AVX2): both equal F.gelu of
+    the plain product; an int8 layer stays as close to float32 either way."""
+    if onednn_linear() is None:
+        pytest.skip("this torch build has no oneDNN linear kernel")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 256)
+    x = torch.randn(3, 9, 64)
+    expected = F.gelu(linear(x))
+    with cpu.override(fused_gelu=fused_gelu), torch.inference_mode():
+        fused = FusedLinear(linear, gelu=True)
+        assert (fused(x) - expected).abs().max() <= 1e-5
+        assert fused._packed is not None  # the product itself still ran through oneDNN
+        if int8_available():
+            got = Int8Linear(linear, gelu=True)(x)
+            assert F.cosine_similarity(got, expected, dim=-1).min() > 0.999
 
 
 def test_override_is_scoped():

@@ -1,6 +1,7 @@
 """minibert against the reference implementations, side by side in one run.
 
-    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,gpu,scale] [--repeats 5] [--json out.json]
+    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,scale,chunks,ort,gpu]
+                            [--repeats 5] [--json out.json]
 
 dense      full bert-base configuration (random weights), float32: minibert BertModel (oneDNN linear
            layers) vs transformers.BertModel (its default SDPA attention) at 1x128, 8x128, 32x128, 8x512;
@@ -25,6 +26,8 @@ ort        (needs onnxruntime and onnx, the `bench` extra) all-MiniLM-L6-v2 expo
            min/mean and Spearman against sentence-transformers), one short query at batch 1, cold start of
            a five-sentence similarity, and bert-base 1x128 and 8x128 (plain, fused, transformers, ORT);
            see scripts/bench_ort.py
+chunks     Encoder.encode against encode_stream at chunk sizes 64 to 4096 on the corpus: the chunk size that
+           keeps encode's speed (texts are length-sorted within a chunk only)
 gpu        (CUDA only; skipped without it) bert-base 256x128 in float16, bfloat16 and float32 with TF32
            off, minibert vs transformers in the same dtype, TFLOP/s against a matrix product's measured
            in the same dtype; and the corpus with all-MiniLM-L6-v2, Encoder.encode vs plain
@@ -453,6 +456,23 @@ def case_scale(args, tmp):
     RESULTS["scale"] = {"lines": lines, "seconds": seconds, "peak_rss": rss, "peak_rss_tenth": small_rss}
 
 
+def case_chunks(args, tmp):
+    encoder = Encoder.from_pretrained()
+    corpus = make_corpus(encoder.tokenizer, args.texts)
+    sizes = (64, 256, 1024, 4096)
+
+    def stream(size):
+        return np.concatenate([v for _, v in encoder.encode_stream(iter(corpus), chunk_size=size)])
+
+    fns = {"encode": lambda: encoder.encode(corpus)} | {f"encode_stream, chunks of {n}": (lambda n=n: stream(n))
+                                                       for n in sizes}
+    t = alternate(fns, args.repeats)
+    print(f"\n## chunks: all-MiniLM-L6-v2, {len(corpus)} corpus texts, encode against encode_stream")
+    for name, seconds in t.items():
+        print(f"{name:32}{seconds:8.2f} s{t['encode'] / seconds:8.2f}x encode's speed")
+    RESULTS["chunks"] = t
+
+
 def case_ort(args, tmp):
     from bench_ort import case_ort
 
@@ -460,7 +480,8 @@ def case_ort(args, tmp):
 
 
 CASES = {"dense": case_dense, "corpus": case_corpus, "precision": case_precision, "memory": case_memory,
-         "coldstart": case_coldstart, "gpu": case_gpu, "scale": case_scale, "ort": case_ort}
+         "coldstart": case_coldstart, "gpu": case_gpu, "scale": case_scale, "ort": case_ort,
+         "chunks": case_chunks}
 
 
 def main():

@@ -11,9 +11,9 @@ import unicodedata
 from pathlib import Path
 
 import minibert
+from minibert.settings import POOLINGS
 
 NUMPY_MAX_TEXTS = 16  # similarity --backend auto: the numpy backend up to this many texts
-POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len")  # as minibert.encoder.POOLINGS, without importing torch
 
 
 class UsageError(Exception):

@@ -7,11 +7,15 @@ The fast paths in `fast.py` and `quantize.py` need instructions that not every x
 - oneDNN's int8 products sum u8 x s8 pairs in saturating 16-bit lanes unless the CPU has VNNI
   (AVX512_VNNI, AVX-VNNI or AMX). There, 8-bit weights overflow the lanes (a layer's cosine to float
   drops to 0.97, measured), so int8 weights are kept to 7 bits, [-63, 63]: 2 * 255 * 63 fits in 16 bits.
+- oneDNN's float32 linear kernel with a packed weight beats torch's own (MKL) only with AVX-512. With
+  oneDNN and MKL held to AVX2 it was 5% slower on the MiniLM corpus and 13% on one query (measured on
+  a 2-core Xeon), and on a real AVX2 EPYC bert-base 8x128 ran 5-10% slower through it. There float32
+  takes torch's linear layers.
 - oneDNN can apply the exact GELU inside the feed-forward's first matrix product (a post-op). With
   AVX-512 that saves a pass over the widest activation; with AVX2 the post-op costs more than the pass
   it saves (the product took 20.5-21.7 ms with it and 14.7-15.0 ms without on one layer of a 32x28
-  batch on a 2-core AVX2 EPYC, while F.gelu on the same tensor took 1.3 ms), so there the GELU runs as
-  its own operation after the product.
+  batch on a 2-core AVX2 EPYC, while F.gelu on the same tensor took 1.3 ms), so there the GELU (of the
+  int8 layers, which always run through oneDNN) runs as its own operation after the product.
 
 `features()` answers from torch's own CPU queries, capped by ONEDNN_MAX_CPU_ISA when that variable
 limits what oneDNN may use. Tests change the answer with `override(...)`, so every branch runs on
@@ -34,11 +38,13 @@ class CPUFeatures:
     onednn_bf16: bool  # oneDNN can run bfloat16 matrix products here
     native_bf16: bool  # bfloat16 dot products in hardware: bfloat16 is faster than float32
     vnni: bool  # int8 dot products without 16-bit saturation
+    onednn_f32: bool = True  # oneDNN's float32 linear kernel is faster than torch's (AVX-512, measured)
     fused_gelu: bool = True  # oneDNN's GELU post-op is faster than a separate GELU (AVX-512, measured)
 
     def describe(self) -> str:
         extras = [name for name, on in (("oneDNN bf16", self.onednn_bf16), ("native bf16", self.native_bf16),
-                                        ("VNNI", self.vnni), ("fused GELU", self.fused_gelu)) if on]
+                                        ("VNNI", self.vnni), ("oneDNN float32", self.onednn_f32),
+                                        ("fused GELU", self.fused_gelu)) if on]
         return f"{self.capability} ({', '.join(extras) or 'no bf16 or VNNI'})"
 
 
@@ -56,13 +62,15 @@ def detect() -> CPUFeatures:
     cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL")).upper()
     cpu = torch.cpu
     onednn = torch.backends.mkldnn.is_available()
+    avx512 = torch.backends.cpu.get_cpu_capability().startswith("AVX512") and cap not in _NO_AVX512_ISAS
     return CPUFeatures(
         capability=torch.backends.cpu.get_cpu_capability(),
         onednn=onednn,
         onednn_bf16=onednn and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         native_bf16=(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported()) and cap not in _NO_BF16_ISAS,
         vnni=(cpu._is_vnni_supported() or cpu._is_amx_tile_supported()) and cap not in _NO_VNNI_ISAS,
-        fused_gelu=torch.backends.cpu.get_cpu_capability().startswith("AVX512") and cap not in _NO_AVX512_ISAS,
+        onednn_f32=onednn and avx512,
+        fused_gelu=avx512,
     )
 
 

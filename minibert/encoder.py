@@ -7,18 +7,24 @@ import sys
 import threading
 import warnings
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from minibert.hub import default_model, resolve
+from minibert.settings import (
+    POOLINGS,
+    check_batch_size,
+    check_max_length,
+    check_pooling,
+    check_vocabulary,
+    saved_quantization,
+)
 from minibert.st_config import read_sentence_transformers_settings
 from minibert.tokenizer import Tokenizer, as_text_list
 from minibert.weights import BertModel
 
-POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len")
 
 class Encoder:
     """A BertModel, its tokenizer, and how to turn token vectors into one vector per text.
@@ -31,10 +37,10 @@ class Encoder:
     def __init__(self, model: BertModel, tokenizer: Tokenizer, *, pooling: str = "mean", normalize: bool = False,
                  max_length: int | None = None, lowercase: bool = False, max_batch_tokens: int | None = 2048,
                  fast: bool = True):
-        _check_pooling(pooling, model)
-        _check_vocabulary(tokenizer, model)
+        check_pooling(pooling, model.pooler is not None)
+        check_vocabulary(tokenizer, model.config)
         if max_length is not None:
-            _check_max_length(max_length, model, "max_length")
+            check_max_length(max_length, model.config)
         _warn_if_slow_bfloat16(model)
         global _encoders_made
         _encoders_made = True
@@ -101,7 +107,7 @@ class Encoder:
             raise ValueError(f"quantize='int8' runs on CPU in float32, not on device {str(device)!r} in {dtype}")
         settings = read_sentence_transformers_settings(folder)
         tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
-        if _saved_quantization(folder):  # an int8 folder Encoder.save_pretrained wrote: no calibration
+        if saved_quantization(folder):  # an int8 folder Encoder.save_pretrained wrote: no calibration
             from minibert.quantize import load_int8_model
 
             if device.type != "cpu" or dtype != torch.float32:
@@ -212,11 +218,10 @@ class Encoder:
             max_length = self.max_length
         if max_length is None:
             max_length = min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
-        _check_max_length(max_length, self.model, "max_length")
-        _check_pooling(pooling, self.model)
+        check_max_length(max_length, self.model.config)
+        check_pooling(pooling, self.model.pooler is not None)
         _check_not_forked()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_batch_size(batch_size)
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
 
@@ -353,37 +358,6 @@ def similarity(a, b=None):
         raise ValueError(f"similarity needs (N, H) and (M, H) vectors, got {tuple(a.shape)} and {tuple(b.shape)}")
     scores = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T  # (N, M)
     return scores if as_torch else scores.cpu().numpy()
-
-
-def _check_pooling(pooling, model):
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
-    if pooling == "pooler" and model.pooler is None:
-        raise ValueError("pooling 'pooler' needs pooler weights, and this checkpoint has none")
-
-
-def _saved_quantization(folder) -> bool:
-    from minibert.config import read_json
-
-    config = Path(folder) / "config.json"
-    return config.is_file() and isinstance(values := read_json(config), dict) and "quantization" in values
-
-
-def _check_max_length(value, model, name):
-    limit = model.config.max_position_embeddings
-    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= limit:
-        raise ValueError(f"{name} must be an integer from 2 (room for [CLS] and [SEP]) to the model's "
-                         f"max_position_embeddings {limit}, got {value!r}")
-
-
-def _check_vocabulary(tokenizer, model):
-    """Every id the tokenizer can produce must be a row of the embedding table: checked here, at load,
-    instead of failing on the first text that uses the id."""
-    top = max(tokenizer.backend.get_vocab(with_added_tokens=True).values(), default=-1)
-    if top >= model.config.vocab_size:
-        token = tokenizer.backend.id_to_token(top)
-        raise ValueError(f"the tokenizer maps {token!r} to id {top}, but the model's vocab_size is "
-                         f"{model.config.vocab_size}: the tokenizer does not belong to this model")
 
 
 _warned_bfloat16 = False

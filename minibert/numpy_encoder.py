@@ -21,10 +21,9 @@ import numpy as np
 from minibert import spec
 from minibert.config import BertConfig, read_json
 from minibert.hub import default_model, resolve
+from minibert.settings import check_batch_size, check_max_length, check_pooling, check_vocabulary, saved_quantization
 from minibert.st_config import read_sentence_transformers_settings
 from minibert.tokenizer import Tokenizer, as_text_list
-
-POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len")  # as minibert.encoder.POOLINGS
 
 
 class NumpyEncoder:
@@ -32,8 +31,10 @@ class NumpyEncoder:
 
     def __init__(self, weights: dict, config: BertConfig, tokenizer: Tokenizer, *, pooling: str = "mean",
                  normalize: bool = False, max_length: int | None = None, lowercase: bool = False):
-        if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
+        check_pooling(pooling, "pooler.dense.weight" in weights)
+        check_vocabulary(tokenizer, config)
+        if max_length is not None:
+            check_max_length(max_length, config)
         self.weights, self.config, self.tokenizer = weights, config, tokenizer
         self.pooling, self.normalize, self.max_length, self.lowercase = pooling, normalize, max_length, lowercase
 
@@ -56,14 +57,7 @@ class NumpyEncoder:
         weights = spec.load_weights(folder)
         check_weights(weights, config, folder / "model.safetensors")
         tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
-        top = max(tokenizer.backend.get_vocab(with_added_tokens=True).values(), default=-1)
-        if top >= config.vocab_size:
-            raise ValueError(f"the tokenizer maps {tokenizer.backend.id_to_token(top)!r} to id {top}, but the "
-                             f"model's vocab_size is {config.vocab_size}: the tokenizer does not belong to it")
-        encoder = cls(weights, config, tokenizer, **read_sentence_transformers_settings(folder))
-        if encoder.pooling == "pooler" and "pooler.dense.weight" not in weights:
-            raise ValueError("pooling 'pooler' needs pooler weights, and this checkpoint has none")
-        return encoder
+        return cls(weights, config, tokenizer, **read_sentence_transformers_settings(folder))
 
     @property
     def dim(self) -> int:
@@ -76,17 +70,13 @@ class NumpyEncoder:
         texts = as_text_list(texts, "texts")
         pooling = self.pooling if pooling is None else pooling
         normalize = self.normalize if normalize is None else normalize
-        limit = self.config.max_position_embeddings
-        max_length = max_length or self.max_length or min(self.tokenizer.model_max_length, limit)
-        if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; choose from {', '.join(POOLINGS)}")
-        if pooling == "pooler" and "pooler.dense.weight" not in self.weights:
-            raise ValueError("pooling 'pooler' needs pooler weights, and this checkpoint has none")
-        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 2 <= max_length <= limit:
-            raise ValueError(f"max_length must be an integer from 2 to the model's max_position_embeddings "
-                             f"{limit}, got {max_length!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if max_length is None:
+            max_length = self.max_length
+        if max_length is None:
+            max_length = min(self.tokenizer.model_max_length, self.config.max_position_embeddings)
+        check_max_length(max_length, self.config)
+        check_pooling(pooling, "pooler.dense.weight" in self.weights)
+        check_batch_size(batch_size)
 
         if self.lowercase:
             texts = [t.lower() for t in texts]
@@ -113,10 +103,10 @@ def numpy_can_load(folder) -> bool:
     GELU."""
     folder = Path(folder)
     config = folder / "config.json"
-    if not (folder / "model.safetensors").is_file() or not config.is_file():
+    if not (folder / "model.safetensors").is_file() or not config.is_file() or saved_quantization(folder):
         return False
     values = read_json(config)
-    return isinstance(values, dict) and "quantization" not in values and values.get("hidden_act", "gelu") == "gelu"
+    return isinstance(values, dict) and values.get("hidden_act", "gelu") == "gelu"
 
 
 def expected_shapes(config: BertConfig) -> dict:

@@ -239,6 +239,7 @@ def case_ort(args, tmp, results: dict):
             fn()
         for _ in range(args.queries):
             for who, fn in single.items():
+                time.sleep(0.02)  # each starts from a quiet machine: ORT's and torch's idle threads spin a while
                 start = time.perf_counter()
                 fn()
                 lat[who].append(time.perf_counter() - start)

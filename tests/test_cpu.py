@@ -33,11 +33,12 @@ def test_features_come_from_torch_and_the_isa_cap():
     assert f.describe().startswith(f.capability)
     capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() in cpu._NO_AVX512_ISAS
     assert f.fused_gelu == (f.capability.startswith("AVX512") and not capped)
-    code = "from minibert import cpu; f = cpu.detect(); print(f.vnni, f.native_bf16, f.fused_gelu)"
+    assert f.onednn_f32 == (f.fused_gelu and f.onednn)
+    code = "from minibert import cpu; f = cpu.detect(); print(f.vnni, f.native_bf16, f.fused_gelu, f.onednn_f32)"
     for env in ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ATEN_CPU_CAPABILITY": "avx2"}):
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 env={**os.environ, **env}, timeout=120)
-        assert result.stdout.split()[2] == "False", result.stderr
+        assert result.stdout.split()[2:] == ["False", "False"], result.stderr
         if "ONEDNN_MAX_CPU_ISA" in env:
             assert result.stdout.split()[:2] == ["False", "False"], result.stderr
 
@@ -52,7 +53,7 @@ def test_gelu_post_op_or_apart_gives_the_same_layer(fused_gelu):
     linear = torch.nn.Linear(64, 256)
     x = torch.randn(3, 9, 64)
     expected = F.gelu(linear(x))
-    with cpu.override(fused_gelu=fused_gelu), torch.inference_mode():
+    with cpu.override(fused_gelu=fused_gelu, onednn_f32=True), torch.inference_mode():
         fused = FusedLinear(linear, gelu=True)
         assert (fused(x) - expected).abs().max() <= 1e-5
         assert fused._packed is not None  # the product itself still ran through oneDNN
@@ -68,6 +69,16 @@ def test_override_is_scoped():
         with cpu.override(native_bf16=False):
             assert not cpu.features().vnni
     assert cpu.features() == before
+
+
+def test_float32_takes_torchs_linear_where_onednn_does_not_pay():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 256)
+    x = torch.randn(3, 9, 64)
+    with cpu.override(onednn_f32=False, fused_gelu=False), torch.inference_mode():
+        fused = FusedLinear(linear, gelu=True)
+        assert torch.equal(fused(x), F.gelu(linear(x)))
+        assert fused._packed is None  # never sent to oneDNN
 
 
 def _bf16_linear_uses_onednn(linear, x):

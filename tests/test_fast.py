@@ -9,10 +9,18 @@ import pytest
 import torch
 from parity import assert_outputs_match
 
-from minibert import BertModel, Encoder, Tokenizer
+from minibert import BertModel, Encoder, Tokenizer, cpu
 from minibert.fast import FusedLinear, fuse_linear_layers, onednn_linear
 
 TEXTS = ["A man is eating food.", "Short.", "A somewhat longer sentence about the weather in spring " * 3, ""]
+
+
+@pytest.fixture(autouse=True)
+def _onednn_float32():
+    """These tests are about the oneDNN path, which minibert.cpu turns off for float32 where it does not
+    pay (AVX2): run it on every machine (tests/test_cpu.py covers the decision)."""
+    with cpu.override(onednn_f32=True):
+        yield
 
 
 def test_fused_model_matches_plain_model(minilm_dir):

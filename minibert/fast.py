@@ -9,7 +9,9 @@ weight gains another 3-4%, the fused GELU saves a pass over the widest activatio
 the packed weights are a second copy of the linear layers' weights (42 MB for all-MiniLM-L6-v2, 340 MB
 for bert-base), kept so that the model itself, its parameters and its state dict stay as they were.
 Results differ from the plain path by float rounding only. Anything else (training, CUDA, a torch
-without the kernel) takes the plain path, so the model stays correct wherever it runs. bfloat16 goes
+without the kernel) takes the plain path, so the model stays correct wherever it runs. Without AVX-512
+the oneDNN float32 kernel and its GELU post-op are slower than torch's own linear layer and F.gelu
+(measured; see minibert/cpu.py), so there float32 takes the plain path too. bfloat16 goes
 through oneDNN only where `minibert.cpu` says the CPU can run its bfloat16 kernel (AVX-512 BW/VL/DQ or
 AVX-NE-CONVERT); elsewhere bfloat16 takes torch's plain path, which is correct but no faster.
 """

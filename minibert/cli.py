@@ -423,19 +423,19 @@ class _stdout:
 def run_similarity(args) -> None:
     import numpy as np
 
-    if args.backend == "auto":
-        from minibert.hub import default_model, resolve
+    from minibert.hub import default_model, resolve
+
+    folder = default_model() if args.model is None else resolve(args.model)
+    if args.backend == "auto":  # a few texts: numpy, so that the command never waits for torch to import
         from minibert.numpy_encoder import numpy_can_load
 
-        folder = default_model() if args.model is None else resolve(args.model)
-        small = len(args.texts) <= NUMPY_MAX_TEXTS and numpy_can_load(folder)
-        args.backend = "numpy" if small else "torch"
+        args.backend = "numpy" if len(args.texts) <= NUMPY_MAX_TEXTS and numpy_can_load(folder) else "torch"
     if args.backend == "numpy":
         from minibert.numpy_encoder import NumpyEncoder
 
-        encoder = NumpyEncoder.from_pretrained(args.model, lowercase=args.lowercase)
+        encoder = NumpyEncoder.from_pretrained(folder, lowercase=args.lowercase)
     else:
-        encoder = load_encoder(args.model, lowercase=args.lowercase)
+        encoder = load_encoder(folder, lowercase=args.lowercase)
     vectors = encoder.encode(args.texts)
     unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     print(format_matrix(args.texts, unit @ unit.T))

@@ -66,8 +66,9 @@ class Encoder:
         """Load a model folder or Hub id; None loads the default, all-MiniLM-L6-v2.
 
         `fast=True`, on CPU: the linear layers run through oneDNN with the GELU fused where that is faster
-        (AVX-512; minibert/fast.py, minibert/cpu.py), and batches run side by side, one per core; the same weights, results equal to the plain path up
-        to float rounding. `fast=False` keeps the plain model and one batch at a time.
+        (AVX-512; minibert/fast.py, minibert/cpu.py), and batches run side by side, one per core; the same
+        weights, results equal to the plain path up to float rounding. `fast=False` keeps the plain model
+        and one batch at a time.
 
         `quantize="int8"`, CPU and float32 only: the encoder layers' linear layers compute in 8 bits
         (minibert/quantize.py), calibrated at load time on texts made from the vocabulary (about a

@@ -48,7 +48,8 @@ class CPUFeatures:
         return f"{self.capability} ({', '.join(extras) or 'no bf16 or VNNI'})"
 
 
-# ONEDNN_MAX_CPU_ISA values that leave out VNNI, and those that leave out the bf16 instructions.
+# ONEDNN_MAX_CPU_ISA values that leave out VNNI, those that leave out the bf16 instructions, and those
+# that leave out AVX-512 altogether.
 _NO_VNNI_ISAS = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
 _NO_BF16_ISAS = _NO_VNNI_ISAS | {"AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE_VNNI"}
 _NO_AVX512_ISAS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"}

@@ -86,7 +86,8 @@ class NumpyEncoder:
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))  # little padding per batch
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            ids, types, mask = pad([encodings[i] for i in rows])
+            batch = self.tokenizer.pad_arrays([encodings[i] for i in rows])
+            ids, types, mask = batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
             output = spec.encode(self.weights, self.config, ids, None if mask.all() else mask, types)
             vectors = pool(output["last_hidden_state"], mask, pooling, output["pooler_output"])
             if normalize:
@@ -142,16 +143,6 @@ def check_weights(weights: dict, config: BertConfig, path) -> None:
         if not np.isfinite(weights[key]).all():
             bad = int((~np.isfinite(weights[key])).sum())
             raise ValueError(f"{path}: weight {key!r} holds {bad} NaN or infinite values")
-
-
-def pad(encodings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Token ids, segment ids and attention mask of a batch, padded with zeros to its longest text."""
-    length = max(len(e.ids) for e in encodings)
-    ids, types, mask = (np.zeros((len(encodings), length), dtype=np.int64) for _ in range(3))
-    for row, e in enumerate(encodings):
-        n = len(e.ids)
-        ids[row, :n], types[row, :n], mask[row, :n] = e.ids, e.type_ids, 1
-    return ids, types, mask
 
 
 def pool(h: np.ndarray, mask: np.ndarray, pooling: str, pooler_output=None) -> np.ndarray:

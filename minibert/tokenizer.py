@@ -180,8 +180,14 @@ class Tokenizer:
 
     def collate(self, encodings) -> dict:
         """Pad encodings to the longest into (B, L) int64 tensors."""
-        import numpy as np
         import torch
+
+        return {name: torch.from_numpy(array) for name, array in self.pad_arrays(encodings).items()}
+
+    def pad_arrays(self, encodings) -> dict:
+        """Pad encodings to the longest into (B, L) int64 numpy arrays: input_ids, token_type_ids and
+        attention_mask (what `collate` gives as tensors, without torch)."""
+        import numpy as np
 
         width = max((len(e.ids) for e in encodings), default=0)
         input_ids = np.full((len(encodings), width), self.pad_token_id, dtype=np.int64)
@@ -192,8 +198,7 @@ class Tokenizer:
             input_ids[i, :n] = e.ids
             token_type_ids[i, :n] = e.type_ids
             attention_mask[i, :n] = 1
-        return {"input_ids": torch.from_numpy(input_ids), "token_type_ids": torch.from_numpy(token_type_ids),
-                "attention_mask": torch.from_numpy(attention_mask)}
+        return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask}
 
     def tokenize(self, text: str, text_pair: str | None = None) -> list[str]:
         """The wordpieces of one text (or pair), special tokens included."""

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from minibert.heap import release_free_memory
 from minibert.hub import default_model, resolve
 from minibert.settings import (
     POOLINGS,
@@ -180,7 +181,8 @@ class Encoder:
         (start_index, vectors) in input order, vectors (n, H) for the texts from start_index on. Memory
         stays bounded by `chunk_size`, not by the corpus; texts are length-sorted within a chunk, and the
         vectors equal `encode`'s. `options` are encode's; `stats`, if given, gets running totals of
-        texts, tokens and truncated texts. One truncation warning comes at the end."""
+        texts, tokens and truncated texts. One truncation warning comes at the end. Between chunks the
+        C heap's free pages go back to the OS (minibert/heap.py), so resident memory does not creep."""
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         if isinstance(texts, str):
@@ -203,6 +205,7 @@ class Encoder:
             stats["texts"] += len(chunk)
             stats["tokens"] += chunk_stats["tokens"]
             stats["truncated"] += chunk_stats["truncated"]
+            release_free_memory()  # otherwise the heap fragments and resident memory creeps chunk by chunk
             yield start, vectors
             start += len(chunk)
             chunk = []

@@ -58,6 +58,14 @@ def test_encode_stream_equals_encode_and_reads_lazily(encoder):
         list(encoder.encode_stream(["a", "b", "c", 4]))
 
 
+def test_encode_stream_gives_free_memory_back_after_each_chunk(encoder, monkeypatch):
+    calls = []
+    monkeypatch.setattr("minibert.encoder.release_free_memory", lambda: calls.append(1))
+    for n, _ in enumerate(encoder.encode_stream(corpus(50), chunk_size=20), 1):
+        assert len(calls) == n    # before each chunk is handed out
+    assert n == 3
+
+
 def test_jsonl_to_a_folder_with_ids(encoder, tmp_path):
     texts = corpus(90)
     source = tmp_path / "in.jsonl"

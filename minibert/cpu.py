@@ -75,6 +75,21 @@ def detect() -> CPUFeatures:
     )
 
 
+def model_name() -> str:
+    """The processor's marketing name ("Intel(R) Xeon(R) Processor @ 2.50GHz"), for benchmark headers:
+    every speed figure names the CPU it was measured on."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 _override: CPUFeatures | None = None
 
 

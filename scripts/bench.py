@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_encode import make_corpus  # noqa: E402
 
 from minibert import BertModel, Encoder  # noqa: E402
+from minibert.cpu import features, model_name  # noqa: E402
 from minibert.fast import fuse_linear_layers, onednn_linear, pack_weight  # noqa: E402
 from minibert.hub import default_model  # noqa: E402
 
@@ -514,9 +515,11 @@ def main():
     import transformers
 
     transformers.logging.set_verbosity_error()
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else (platform.processor() or "cpu")
+    cpu = f"{model_name()}, {features().describe()}"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu
     header = dict(machine=platform.machine(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                  torch=torch.__version__, transformers=transformers.__version__, device=device)
+                  torch=torch.__version__, transformers=transformers.__version__, device=device,
+                  cpu=cpu)
     print("# " + ", ".join(f"{k} {v}" for k, v in header.items()))
     RESULTS["machine"] = header
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from minibert import Encoder
+from minibert.cpu import features, model_name
 from minibert.hub import default_model
 
 
@@ -52,7 +52,7 @@ def main() -> None:
     corpus = make_corpus(ours.tokenizer, args.texts)
     tokens = [len(e.ids) for e in ours.tokenizer.encode(corpus, max_length=ours.max_length)]
 
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    print(f"# {model_name()}, {features().describe()}, {os.cpu_count()} cores, "
           f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
     print(f"# model {folder}")
     print(f"# corpus: {len(corpus)} texts, tokens per text min {min(tokens)} median {int(np.median(tokens))} "

@@ -179,3 +179,20 @@ def test_int8_encoder_without_vnni_stays_close_to_float32(minilm_dir):
     cosine = (got * reference).sum(1)
     assert cosine.min() > 0.98, cosine
     assert np.isfinite(got).all()
+
+
+def test_model_name_reads_the_processor_name_or_falls_back(monkeypatch):
+    name = cpu.model_name()
+    assert isinstance(name, str) and name and "\n" not in name
+    import builtins
+    import platform
+
+    real_open = builtins.open
+
+    def no_cpuinfo(path, *a, **k):
+        if str(path) == "/proc/cpuinfo":
+            raise FileNotFoundError(path)
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", no_cpuinfo)
+    assert cpu.model_name() == (platform.processor() or platform.machine())

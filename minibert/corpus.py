@@ -174,12 +174,22 @@ def _write_json(path: Path, value) -> None:
     write_text(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
 
 
-def _write_npy(path: Path, vectors: np.ndarray) -> None:
+def _write_npy(path: Path, vectors: np.ndarray) -> str:
+    """Write `vectors` as .npy, atomically; returns the file's sha256, taken from the bytes written."""
+    import io
+
     from minibert.atomic import atomic_open
 
+    vectors = np.ascontiguousarray(vectors)  # the header must describe the bytes: C order
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(vectors))
+    data = memoryview(vectors).cast("B")
     with atomic_open(path) as f:
-        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(vectors))
-        f.write(np.ascontiguousarray(vectors).tobytes())
+        f.write(header.getvalue())
+        f.write(data)
+    digest = hashlib.sha256(header.getvalue())
+    digest.update(data)
+    return digest.hexdigest()
 
 
 def read_manifest(folder) -> dict:
@@ -241,10 +251,10 @@ def embed_to_folder(encoder, source: Source, folder, *, settings: dict, model: d
         index = len(manifest["shards"])
         shard, id_file = folder / f"shard-{index:05d}.npy", folder / f"shard-{index:05d}.ids.json"
         chunk_ids, ids[:] = ids[: len(vectors)], ids[len(vectors):]
-        _write_npy(shard, vectors.astype(np.float32, copy=False))
+        digest = _write_npy(shard, vectors.astype(np.float32, copy=False))
         _write_json(id_file, chunk_ids)
         manifest["shards"].append({"file": shard.name, "ids": id_file.name, "start": done, "rows": len(vectors),
-                                   "sha256": _sha256(shard)})
+                                   "sha256": digest})
         done += len(vectors)
         manifest["rows"] = done
         _write_json(folder / MANIFEST, manifest)  # only now is the shard counted
@@ -292,7 +302,10 @@ class Vectors:
                 raise IndexError(f"row {index} is outside {len(self)} rows")
             part = int(np.searchsorted(self._ends, i, side="right"))
             return np.asarray(self._parts[part][i - (self._ends[part - 1] if part else 0)])
-        rows = np.arange(len(self))[index]  # slices and index arrays, checked by numpy
+        if isinstance(index, slice):
+            rows = np.arange(*index.indices(len(self)))
+        else:
+            rows = np.arange(len(self))[index]  # index arrays and masks, checked by numpy
         part_of = np.searchsorted(self._ends, rows, side="right")
         out = np.empty((len(rows), self.shape[1]), np.float32)
         for part in np.unique(part_of):

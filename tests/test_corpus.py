@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from minibert import Encoder
-from minibert.corpus import read_manifest, read_vectors
+from minibert.corpus import _sha256, _write_npy, read_manifest, read_vectors
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,11 @@ def test_jsonl_to_a_folder_with_ids(encoder, tmp_path):
     vectors = read_vectors(tmp_path / "v", verify=True)
     assert vectors.shape == (90, 384) and vectors.ids() == [f"d{i}" for i in range(90)]
     np.testing.assert_allclose(np.asarray(vectors), encoder.encode(texts), atol=1e-6, rtol=0)
-    np.testing.assert_array_equal(vectors[[5, 40, 89]], np.asarray(vectors)[[5, 40, 89]])
+    whole = np.asarray(vectors)
+    np.testing.assert_array_equal(vectors[[5, 40, 89]], whole[[5, 40, 89]])
+    for index in (slice(20, 70), slice(None, None, -7), slice(-5, None), slice(80, 10, -3), whole[:, 0] > 0):
+        np.testing.assert_array_equal(vectors[index], whole[index])   # within and across shards of 32
+    np.testing.assert_array_equal(vectors[-1], whole[89])
     manifest = read_manifest(tmp_path / "v")
     assert manifest["complete"] and manifest["dim"] == 384 and len(manifest["model"]["weights_sha256"]) == 64
     assert manifest["settings"]["pooling"] == "mean" and manifest["settings"]["normalize"] is True
@@ -222,3 +226,10 @@ def test_import_minibert_imports_no_extra():
             "print(sorted(m for m in ('pyarrow', 'ray', 'matplotlib') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_a_shard_holds_the_array_whatever_its_memory_order(tmp_path):
+    vectors = np.asfortranarray(np.random.default_rng(0).standard_normal((50, 8), dtype=np.float32))
+    digest = _write_npy(tmp_path / "s.npy", vectors)
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy", allow_pickle=False), vectors)
+    assert digest == _sha256(tmp_path / "s.npy")

@@ -516,7 +516,7 @@ def main():
 
     transformers.logging.set_verbosity_error()
     cpu = f"{model_name()}, {features().describe()}"
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     header = dict(machine=platform.machine(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
                   torch=torch.__version__, transformers=transformers.__version__, device=device,
                   cpu=cpu)

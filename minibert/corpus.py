@@ -181,13 +181,13 @@ def _write_npy(path: Path, vectors: np.ndarray) -> str:
     from minibert.atomic import atomic_open
 
     vectors = np.ascontiguousarray(vectors)  # the header must describe the bytes: C order
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(vectors))
-    data = memoryview(vectors).cast("B")
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, np.lib.format.header_data_from_array_1_0(vectors))
+    header, data = buffer.getvalue(), memoryview(vectors).cast("B")
     with atomic_open(path) as f:
-        f.write(header.getvalue())
+        f.write(header)
         f.write(data)
-    digest = hashlib.sha256(header.getvalue())
+    digest = hashlib.sha256(header)
     digest.update(data)
     return digest.hexdigest()
 

@@ -2,6 +2,10 @@
 
 `trace(model, batch)` runs the model's own modules, watched by forward hooks, with the explicit attention
 path, whose `attention()` function reports its scores and probabilities. Nothing is computed twice.
+It works on any model minibert builds: where a fast path has folded the GELU into the first feed-forward
+projection (Encoder's oneDNN layers, int8), the trace runs the GELU apart, so that `ffn.up` is the value
+before it, as its name says. The hooks and that switch are on the model itself for the length of the
+call: do not trace a model that another thread is running.
 
 Step names (the same in `minibert dump`), for layer i:
 
@@ -33,6 +37,7 @@ from contextlib import contextmanager
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 
 from minibert.weights import BertModel
 
@@ -55,8 +60,8 @@ def recording(model: BertModel):
     def output_of(name):
         return lambda module, inputs, output: steps.__setitem__(name, output.detach())
 
-    def input_of(name):
-        return lambda module, inputs: steps.__setitem__(name, inputs[0].detach())
+    def input_of(name):  # a copy: an int8 layer may quantize its input in place
+        return lambda module, inputs: steps.__setitem__(name, inputs[0].detach().clone())
 
     def keep(prefix, name, t):  # attention()'s own steps, through SelfAttention.record
         steps[prefix + name] = t.detach()
@@ -80,6 +85,7 @@ def recording(model: BertModel):
             a.output.register_forward_hook(output_of(p + "attention.output")),
             layer.attention_norm.register_forward_pre_hook(input_of(p + "attention.residual")),
             layer.attention_norm.register_forward_hook(output_of(p + "attention.norm")),
+            *_unfold_gelu(f),
             f.up.register_forward_hook(output_of(p + "ffn.up")),
             f.down.register_forward_pre_hook(input_of(p + "ffn.act")),
             f.down.register_forward_hook(output_of(p + "ffn.down")),
@@ -97,6 +103,19 @@ def recording(model: BertModel):
             hook.remove()
         for layer in model.layers:
             layer.attention.record = None
+            if getattr(layer.ffn.up, "folded_gelu", False):
+                layer.ffn.up.gelu, layer.ffn.up.folded_gelu = True, False
+
+
+def _unfold_gelu(ffn) -> list:
+    """For a feed-forward block whose `up` applies the GELU itself (minibert.fast.GeluFeedForward), switch
+    that off and apply the exact GELU to `down`'s input instead (a hook ahead of every other), so the
+    trace sees the value before the GELU; `recording` switches it back. Returns the hooks it added."""
+    if not getattr(ffn.up, "gelu", False):
+        return []
+    hook = ffn.down.register_forward_pre_hook(lambda module, inputs: (F.gelu(inputs[0]),), prepend=True)
+    ffn.up.gelu, ffn.up.folded_gelu = False, True
+    return [hook]
 
 
 def trace(model: BertModel, batch: dict) -> dict[str, torch.Tensor]:

@@ -95,3 +95,50 @@ def test_inspect_command(minilm_dir):
     assert text.returncode == 0
     assert b"minibert: warning: the text was longer than 512 tokens and was truncated" in text.stderr
     assert b"layers.5.ffn.norm" in text.stdout and b"FLOPs per token at length 512" in text.stdout
+
+
+def _real(t, mask):
+    """The values at real tokens of a (B, L, ...) step, flattened."""
+    return t[mask.bool()].flatten().double()
+
+
+def test_trace_of_an_encoders_fused_model_gives_each_step_its_true_value(minilm):
+    """Encoder folds the GELU into the first feed-forward projection (minibert/fast.py); the trace must
+    still record ffn.up before the GELU, and every step as the plain model has it."""
+    model, tokenizer = minilm
+    from minibert import Encoder
+
+    encoder = Encoder.from_pretrained()
+    assert type(encoder.model.layers[0].ffn).__name__ == "GeluFeedForward"
+    batch = tokenizer(TEXTS)
+    before = encoder.encode(TEXTS)
+    fused, plain = trace(encoder.model, batch), trace(model, batch)
+    assert list(fused) == list(plain)
+    for name in plain:
+        torch.testing.assert_close(fused[name], plain[name], atol=2e-4, rtol=1e-4, msg=name)
+    up = fused["layers.0.ffn.up"]
+    assert up.min() < -5  # before the GELU, whose minimum is -0.17
+    torch.testing.assert_close(fused["layers.0.ffn.act"], torch.nn.functional.gelu(up), atol=1e-6, rtol=0)
+    assert (encoder.encode(TEXTS) == before).all()  # the model computes as before once the trace is done
+
+
+def test_trace_of_an_int8_model_gives_each_step_its_true_value(minilm):
+    """int8 layers fold the GELU too, and the last projections quantize their input in place: the trace
+    records the values before either, and its hidden states are the int8 model's own."""
+    model, tokenizer = minilm
+    from minibert import Encoder
+
+    encoder = Encoder.from_pretrained(quantize="int8")
+    batch = tokenizer(TEXTS)
+    with torch.no_grad():
+        own = encoder.model(**batch, output_hidden_states=True)
+    steps, plain = trace(encoder.model, batch), trace(model, batch)
+    mask = batch["attention_mask"]
+    for i in range(6):
+        torch.testing.assert_close(_real(steps[f"layers.{i}.ffn.norm"], mask), _real(own.hidden_states[i + 1], mask),
+                                   atol=1e-5, rtol=0)
+        up = steps[f"layers.{i}.ffn.up"]
+        torch.testing.assert_close(steps[f"layers.{i}.ffn.act"], torch.nn.functional.gelu(up), atol=1e-6, rtol=0)
+        for name in ("attention.context", "ffn.up", "ffn.act"):  # int8's error, not a different quantity
+            a, b = _real(steps[f"layers.{i}.{name}"], mask), _real(plain[f"layers.{i}.{name}"], mask)
+            assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.98, (i, name)

@@ -8,10 +8,24 @@ __version__ = "0.1.0"
 from minibert.config import BertConfig
 
 __all__ = [
-    "BertConfig", "BertModel", "BertOutput", "EncoderOutput", "CheckpointError", "Encoder", "Tokenizer",
-    "similarity", "fill_mask",
-    "BertForMaskedLM", "BertForNextSentencePrediction", "BertForPreTraining", "BertForSequenceClassification",
-    "BertForTokenClassification", "BertForQuestionAnswering", "default_model", "read_vectors", "__version__",
+    "BertConfig",
+    "BertModel",
+    "BertOutput",
+    "EncoderOutput",
+    "CheckpointError",
+    "Encoder",
+    "Tokenizer",
+    "similarity",
+    "fill_mask",
+    "BertForMaskedLM",
+    "BertForNextSentencePrediction",
+    "BertForPreTraining",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
+    "BertForQuestionAnswering",
+    "default_model",
+    "read_vectors",
+    "__version__",
 ]
 
 _LAZY = {

@@ -82,17 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="minibert",
         description="A readable BERT encoder: sentence embeddings, similarity and tokenization. "
-                    "The default model is all-MiniLM-L6-v2.",
+        "The default model is all-MiniLM-L6-v2.",
     )
     parser.add_argument("--version", action="version", version=f"minibert {minibert.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     def add(name, help, examples, default_model=True):
-        sub = commands.add_parser(name, help=help, description=help, epilog=examples,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub = commands.add_parser(
+            name, help=help, description=help, epilog=examples, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         if default_model:
-            sub.add_argument("--model", metavar="M", help="model folder or Hugging Face Hub id "
-                             "(default: all-MiniLM-L6-v2)")
+            sub.add_argument(
+                "--model", metavar="M", help="model folder or Hugging Face Hub id (default: all-MiniLM-L6-v2)"
+            )
         else:
             sub.add_argument("--model", metavar="M", required=True, help="model folder or Hugging Face Hub id")
         add_case_options(sub)
@@ -103,92 +105,117 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--pooling", metavar="P", help=f"one of {', '.join(POOLINGS)} (default: the model's)")
     embed.add_argument("--no-normalize", action="store_true", help="do not scale vectors to unit length")
     embed.add_argument("--batch-size", type=int, default=32, metavar="N", help="texts per batch (default: 32)")
-    embed.add_argument("--max-length", type=int, metavar="N", help="truncate texts to N tokens "
-                       "(default: the model's)")
-    embed.add_argument("--format", choices=("npy", "jsonl", "tsv"),
-                       help="npy, jsonl or tsv (default: from the -o extension, else npy); jsonl and tsv go "
-                            "to stdout unless -o")
+    embed.add_argument("--max-length", type=int, metavar="N", help="truncate texts to N tokens (default: the model's)")
+    embed.add_argument(
+        "--format",
+        choices=("npy", "jsonl", "tsv"),
+        help="npy, jsonl or tsv (default: from the -o extension, else npy); jsonl and tsv go to stdout unless -o",
+    )
     embed.add_argument("-o", "--output", metavar="OUT", help="output file, written whole or not at all")
     embed.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
-    embed.add_argument("--input-format", choices=("text", "jsonl", "parquet"),
-                       help="text (one per line), jsonl or parquet (default: from the file's extension)")
-    embed.add_argument("--text-field", metavar="NAME", help="JSONL/Parquet: the field holding the text "
-                       "(default: text)")
-    embed.add_argument("--id-field", metavar="NAME", help="JSONL/Parquet: a field to record as each row's id "
-                       "(default: the row number)")
-    embed.add_argument("--errors", choices=("strict", "replace"), default="strict",
-                       help="a line that is not UTF-8: stop with its line number (strict, default) or replace "
-                            "the bad bytes with U+FFFD")
-    embed.add_argument("--chunk-size", type=int, default=4096, metavar="N",
-                       help="rows per shard with -o DIR/ (default: 4096)")
-    embed.add_argument("--resume", action="store_true", help="continue a folder output after its last "
-                       "finished shard")
-    embed.add_argument("--quantize", choices=("int8",), help="int8: faster on CPU, vectors within about "
-                       "0.99 cosine of float32")
+    embed.add_argument(
+        "--input-format",
+        choices=("text", "jsonl", "parquet"),
+        help="text (one per line), jsonl or parquet (default: from the file's extension)",
+    )
+    embed.add_argument("--text-field", metavar="NAME", help="JSONL/Parquet: the field holding the text (default: text)")
+    embed.add_argument(
+        "--id-field", metavar="NAME", help="JSONL/Parquet: a field to record as each row's id (default: the row number)"
+    )
+    embed.add_argument(
+        "--errors",
+        choices=("strict", "replace"),
+        default="strict",
+        help="a line that is not UTF-8: stop with its line number (strict, default) or replace "
+        "the bad bytes with U+FFFD",
+    )
+    embed.add_argument(
+        "--chunk-size", type=int, default=4096, metavar="N", help="rows per shard with -o DIR/ (default: 4096)"
+    )
+    embed.add_argument("--resume", action="store_true", help="continue a folder output after its last finished shard")
+    embed.add_argument(
+        "--quantize", choices=("int8",), help="int8: faster on CPU, vectors within about 0.99 cosine of float32"
+    )
     embed.set_defaults(run=run_embed)
 
     similarity = add("similarity", "print the cosine similarity matrix of a few texts", SIMILARITY_EXAMPLES)
     similarity.add_argument("texts", nargs="+", metavar="TEXT")
-    similarity.add_argument("--backend", choices=("auto", "torch", "numpy"), default="auto",
-                            help=f"numpy computes without loading torch, which is most of a short run's time; "
-                                 f"auto (default) picks it for up to {NUMPY_MAX_TEXTS} texts of a model "
-                                 "folder with float weights in model.safetensors, torch otherwise")
+    similarity.add_argument(
+        "--backend",
+        choices=("auto", "torch", "numpy"),
+        default="auto",
+        help=f"numpy computes without loading torch, which is most of a short run's time; "
+        f"auto (default) picks it for up to {NUMPY_MAX_TEXTS} texts of a model "
+        "folder with float weights in model.safetensors, torch otherwise",
+    )
     similarity.set_defaults(run=run_similarity)
 
     convert = commands.add_parser(
-        "convert", help="write a checkpoint (e.g. Google's TensorFlow release) as a Hugging Face folder",
+        "convert",
+        help="write a checkpoint (e.g. Google's TensorFlow release) as a Hugging Face folder",
         description="Write a checkpoint folder that minibert reads (a Google TensorFlow release such as "
-                    "uncased_L-12_H-768_A-12, a .bin or safetensors folder) as a Hugging Face folder: "
-                    "config.json, model.safetensors, vocab.txt, tokenizer.json, tokenizer_config.json.",
+        "uncased_L-12_H-768_A-12, a .bin or safetensors folder) as a Hugging Face folder: "
+        "config.json, model.safetensors, vocab.txt, tokenizer.json, tokenizer_config.json.",
         epilog="examples:\n  minibert convert chinese_L-12_H-768_A-12 bert-base-chinese\n"
-               "  minibert convert --cased my_tf_bert out/",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        "  minibert convert --cased my_tf_bert out/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     convert.add_argument("src", metavar="SRC_DIR")
     convert.add_argument("out", metavar="OUT_DIR")
     convert.add_argument("--force", action="store_true", help="replace OUT_DIR if it is not empty")
     add_case_options(convert)
     convert.set_defaults(run=run_convert)
 
-    fill = add("fill-mask", "the most likely wordpieces for the [MASK] in a text", FILL_MASK_EXAMPLES,
-               default_model=False)
+    fill = add(
+        "fill-mask", "the most likely wordpieces for the [MASK] in a text", FILL_MASK_EXAMPLES, default_model=False
+    )
     fill.add_argument("text", metavar="TEXT", help="a text with one [MASK]")
     fill.add_argument("--top-k", type=int, default=5, metavar="K", help="how many candidates (default: 5)")
     fill.set_defaults(run=run_fill_mask)
 
-    inspect = add("inspect", "trace one forward pass: every step's shape and statistics, attention, vectors",
-                  INSPECT_EXAMPLES)
+    inspect = add(
+        "inspect", "trace one forward pass: every step's shape and statistics, attention, vectors", INSPECT_EXAMPLES
+    )
     inspect.add_argument("text", metavar="TEXT")
     inspect.add_argument("pair", nargs="?", metavar="TEXT", help="a second text, segment B")
     inspect.add_argument("--json", action="store_true", help="print everything as one JSON object")
     inspect.set_defaults(run=run_inspect)
 
-    attention = add("attention", "write an attention explorer page (and PNG heatmaps) for a text",
-                    ATTENTION_EXAMPLES)
+    attention = add("attention", "write an attention explorer page (and PNG heatmaps) for a text", ATTENTION_EXAMPLES)
     attention.add_argument("text", metavar="TEXT")
     attention.add_argument("pair", nargs="?", metavar="TEXT", help="a second text, segment B")
-    attention.add_argument("-o", "--output", metavar="HTML", default="attention.html",
-                           help="the page to write (default: attention.html)")
-    attention.add_argument("--png", metavar="DIR", help="also write one heatmap per layer into DIR "
-                           "(needs matplotlib: pip install 'minibert-encoder[viz]')")
+    attention.add_argument(
+        "-o", "--output", metavar="HTML", default="attention.html", help="the page to write (default: attention.html)"
+    )
+    attention.add_argument(
+        "--png",
+        metavar="DIR",
+        help="also write one heatmap per layer into DIR (needs matplotlib: pip install 'minibert-encoder[viz]')",
+    )
     attention.set_defaults(run=run_attention)
 
-    dump = add("dump", "write golden activations: every step of the forward pass, in one safetensors file",
-               DUMP_EXAMPLES)
+    dump = add(
+        "dump", "write golden activations: every step of the forward pass, in one safetensors file", DUMP_EXAMPLES
+    )
     dump.add_argument("texts", nargs="*", metavar="TEXT", help="texts (or --texts FILE)")
     dump.add_argument("--texts", dest="texts_file", metavar="FILE", help="one text per line")
-    dump.add_argument("--pair", action="append", metavar="TEXT",
-                      help="a second text (segment B) for each text, in order; repeat it")
+    dump.add_argument(
+        "--pair", action="append", metavar="TEXT", help="a second text (segment B) for each text, in order; repeat it"
+    )
     dump.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "float64"))
     dump.add_argument("--head", action="append", choices=("mlm", "nsp"), help="also dump these head logits")
     dump.add_argument("-o", "--output", metavar="FILE", required=True, help="the .safetensors file to write")
     dump.set_defaults(run=run_dump)
 
     compare = commands.add_parser(
-        "compare", help="compare two activation dumps and name the first tensor that goes wrong",
+        "compare",
+        help="compare two activation dumps and name the first tensor that goes wrong",
         description="Compare CANDIDATE with REFERENCE (both written by minibert dump; the candidate may "
-                    "instead be a folder of <step>.npy files) at real positions; exits 1 if any tensor "
-                    "is beyond tolerance or missing.",
-        epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "instead be a folder of <step>.npy files) at real positions; exits 1 if any tensor "
+        "is beyond tolerance or missing.",
+        epilog=COMPARE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     compare.add_argument("reference", metavar="REFERENCE")
     compare.add_argument("candidate", metavar="CANDIDATE")
     compare.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
@@ -196,26 +223,34 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
     compare.set_defaults(run=run_compare)
 
-    parity = add("parity", "compare minibert with Hugging Face transformers on a checkpoint, output by output",
-                 PARITY_EXAMPLES)
+    parity = add(
+        "parity", "compare minibert with Hugging Face transformers on a checkpoint, output by output", PARITY_EXAMPLES
+    )
     parity.add_argument("--device", help="cpu (default) or cuda")
     parity.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
-    parity.add_argument("--texts", dest="texts_file", metavar="FILE", help="one text per line (default: a few "
-                        "built-in sentences and a pair)")
+    parity.add_argument(
+        "--texts",
+        dest="texts_file",
+        metavar="FILE",
+        help="one text per line (default: a few built-in sentences and a pair)",
+    )
     parity.add_argument("--atol", type=float, help="tolerance (default 1e-5 in float32, 1e-3 in half precision)")
     parity.add_argument("--json", action="store_true", help="print the report as JSON")
     parity.set_defaults(run=run_parity)
 
     quantize = commands.add_parser(
-        "quantize", help="calibrate an int8 model once and save it: it then loads in a second",
+        "quantize",
+        help="calibrate an int8 model once and save it: it then loads in a second",
         description="Quantize MODEL's encoder layers to int8 (calibrated now, as Encoder.from_pretrained("
-                    "quantize='int8') does at every load) and write the result to OUT: int8 weights with their "
-                    "scales and smoothing factors, the tokenizer and the sentence-transformers metadata.",
+        "quantize='int8') does at every load) and write the result to OUT: int8 weights with their "
+        "scales and smoothing factors, the tokenizer and the sentence-transformers metadata.",
         epilog="examples:\n  minibert quantize all-MiniLM-L6-v2-folder minilm-int8\n"
-               "  minibert embed --model minilm-int8 sentences.txt -o vectors.npy",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    quantize.add_argument("model", metavar="MODEL", nargs="?", help="model folder or Hub id (default: "
-                          "all-MiniLM-L6-v2)")
+        "  minibert embed --model minilm-int8 sentences.txt -o vectors.npy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    quantize.add_argument(
+        "model", metavar="MODEL", nargs="?", help="model folder or Hub id (default: all-MiniLM-L6-v2)"
+    )
     quantize.add_argument("out", metavar="OUT")
     quantize.add_argument("--force", action="store_true", help="replace OUT if it is not empty")
     add_case_options(quantize)
@@ -230,8 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_case_options(parser) -> None:
     case = parser.add_mutually_exclusive_group()
-    case.add_argument("--uncased", dest="lowercase", action="store_const", const=True,
-                      help="lower-case text before tokenizing (for a vocab.txt folder whose name does not say)")
+    case.add_argument(
+        "--uncased",
+        dest="lowercase",
+        action="store_const",
+        const=True,
+        help="lower-case text before tokenizing (for a vocab.txt folder whose name does not say)",
+    )
     case.add_argument("--cased", dest="lowercase", action="store_const", const=False, help="keep case")
 
 
@@ -305,22 +345,27 @@ def run_embed(args) -> None:
     # The output is opened before the work, so an unwritable place fails now, and written to a temporary
     # name that becomes `output` only once every byte is on disk (minibert/atomic.py).
     with atomic_open(output) if output is not None else _stdout() as out:
-        vectors = encoder.encode(texts, pooling=args.pooling, normalize=normalize, batch_size=args.batch_size,
-                                 max_length=args.max_length)
+        vectors = encoder.encode(
+            texts, pooling=args.pooling, normalize=normalize, batch_size=args.batch_size, max_length=args.max_length
+        )
         if fmt == "npy":
             np.lib.format.write_array_header_1_0(out, np.lib.format.header_data_from_array_1_0(vectors))
             out.write(np.ascontiguousarray(vectors).tobytes())
         else:
             for text, vector in zip(texts, vectors):
                 if fmt == "jsonl":
-                    line = json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]},
-                                      ensure_ascii=False)
+                    line = json.dumps(
+                        {"text": text, "embedding": [round(float(x), 7) for x in vector]}, ensure_ascii=False
+                    )
                 else:
                     line = "\t".join(f"{x:.9g}" for x in vector)  # 9 digits: float32 round-trips
                 out.write((line + "\n").encode("utf-8"))
     where = output if output is not None else "stdout"
-    print(f"minibert: embedded {len(texts)} texts ({vectors.shape[1]} dimensions, {fmt}) in "
-          f"{time.perf_counter() - start:.1f} s -> {where}", file=sys.stderr)
+    print(
+        f"minibert: embedded {len(texts)} texts ({vectors.shape[1]} dimensions, {fmt}) in "
+        f"{time.perf_counter() - start:.1f} s -> {where}",
+        file=sys.stderr,
+    )
 
 
 def run_embed_folder(args, output: Path, start: float) -> None:
@@ -349,16 +394,22 @@ def run_embed_folder(args, output: Path, start: float) -> None:
             raise UsageError("minibert embed: Parquet input needs pyarrow: pip install 'minibert-encoder[parquet]'")
     check_device(args.device)
     if output.is_dir() and any(output.iterdir()) and not (args.resume and (output / "manifest.json").is_file()):
-        raise UsageError(f"minibert embed: {output} is not empty; choose a new folder, or --resume the run "
-                         "recorded there")
+        raise UsageError(
+            f"minibert embed: {output} is not empty; choose a new folder, or --resume the run recorded there"
+        )
     source = Source(args.input, kind, args.text_field or "text", args.id_field, args.errors)
     folder = resolve(args.model) if args.model else default_model()
     encoder = Encoder.from_pretrained(folder, device=args.device, quantize=args.quantize, lowercase=args.lowercase)
-    settings = {"pooling": args.pooling or encoder.pooling,
-                "normalize": False if args.no_normalize else encoder.normalize,
-                "max_length": args.max_length or encoder.max_length or min(encoder.tokenizer.model_max_length,
-                                                                          encoder.model.config.max_position_embeddings),
-                "batch_size": args.batch_size, "dtype": "float32", "quantize": args.quantize}
+    settings = {
+        "pooling": args.pooling or encoder.pooling,
+        "normalize": False if args.no_normalize else encoder.normalize,
+        "max_length": args.max_length
+        or encoder.max_length
+        or min(encoder.tokenizer.model_max_length, encoder.model.config.max_position_embeddings),
+        "batch_size": args.batch_size,
+        "dtype": "float32",
+        "quantize": args.quantize,
+    }
     model = {"folder": str(Path(folder).resolve()), "weights_sha256": weights_sha256(folder)}
     bar = None
     if sys.stderr.isatty():
@@ -367,17 +418,28 @@ def run_embed_folder(args, output: Path, start: float) -> None:
         bar = tqdm(total=count_rows(source), unit="text", desc="Embedding", file=sys.stderr, dynamic_ncols=True)
     stats = {}
     try:
-        manifest = embed_to_folder(encoder, source, output, settings=settings, model=model,
-                                   chunk_size=args.chunk_size, resume=args.resume, stats=stats,
-                                   progress=(lambda done: bar.update(done - bar.n)) if bar else None)
+        manifest = embed_to_folder(
+            encoder,
+            source,
+            output,
+            settings=settings,
+            model=model,
+            chunk_size=args.chunk_size,
+            resume=args.resume,
+            stats=stats,
+            progress=(lambda done: bar.update(done - bar.n)) if bar else None,
+        )
     finally:
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
     texts = stats.get("texts", 0)
-    print(f"minibert: embedded {texts} texts ({stats.get('tokens', 0)} tokens, {stats.get('truncated', 0)} "
-          f"truncated) in {seconds:.1f} s, {texts / seconds:.1f} texts/s -> {output} "
-          f"({manifest['rows']} rows in {len(manifest['shards'])} shards)", file=sys.stderr)
+    print(
+        f"minibert: embedded {texts} texts ({stats.get('tokens', 0)} tokens, {stats.get('truncated', 0)} "
+        f"truncated) in {seconds:.1f} s, {texts / seconds:.1f} texts/s -> {output} "
+        f"({manifest['rows']} rows in {len(manifest['shards'])} shards)",
+        file=sys.stderr,
+    )
 
 
 def output_format(given: str | None, output: Path | None) -> str:
@@ -497,31 +559,51 @@ def run_inspect(args) -> None:
     if model.pooler is not None:
         vectors["pooler"] = steps["pooler.output"][0]
     names = list(vectors)
-    cosines = {f"{a}~{b}": round(float(torch.nn.functional.cosine_similarity(vectors[a], vectors[b], dim=0)), 4)
-               for i, a in enumerate(names) for b in names[i + 1:]}
+    cosines = {
+        f"{a}~{b}": round(float(torch.nn.functional.cosine_similarity(vectors[a], vectors[b], dim=0)), 4)
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+    }
     params = component_parameters(model)
     length = len(tokens)
     report = {
         "model": str(folder),
-        "config": {k: getattr(config, k) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
-                                                  "intermediate_size", "vocab_size")},
-        "tokens": [{"token": t, "id": int(i), "segment": int(s)} for t, i, s in
-                   zip(tokens, batch["input_ids"][0], batch["token_type_ids"][0])],
-        "steps": [{"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
-                   **{k: round(v, 6) for k, v in statistics(t).items()}} for name, t in steps.items()],
-        "attention": [attention_summary(steps[f"layers.{i}.attention.probs"][0], tokens)
-                      for i in range(len(model.layers))],
+        "config": {
+            k: getattr(config, k)
+            for k in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+        },
+        "tokens": [
+            {"token": t, "id": int(i), "segment": int(s)}
+            for t, i, s in zip(tokens, batch["input_ids"][0], batch["token_type_ids"][0])
+        ],
+        "steps": [
+            {
+                "name": name,
+                "shape": list(t.shape),
+                "dtype": str(t.dtype).removeprefix("torch."),
+                **{k: round(v, 6) for k, v in statistics(t).items()},
+            }
+            for name, t in steps.items()
+        ],
+        "attention": [
+            attention_summary(steps[f"layers.{i}.attention.probs"][0], tokens) for i in range(len(model.layers))
+        ],
         "vectors": {"norms": {k: round(float(v.norm()), 4) for k, v in vectors.items()}, "cosines": cosines},
-        "parameters": {**params, "total": sum(params.values()),
-                       "formula": config.parameter_count(pooler=model.pooler is not None)},
+        "parameters": {
+            **params,
+            "total": sum(params.values()),
+            "formula": config.parameter_count(pooler=model.pooler is not None),
+        },
         "flops_per_token": flops_per_token(config, length),
     }
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=1))
         return
     c = report["config"]
-    print(f"model {folder}: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
-          f"{c['num_attention_heads']} heads, intermediate {c['intermediate_size']}, vocabulary {c['vocab_size']}")
+    print(
+        f"model {folder}: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
+        f"{c['num_attention_heads']} heads, intermediate {c['intermediate_size']}, vocabulary {c['vocab_size']}"
+    )
     width = max(display_width(t) for t in tokens + ["token"])
     print(f"\n{'#':>4}  {pad('token', width)}  {'id':>6}  segment")
     for i, row in enumerate(report["tokens"]):
@@ -530,21 +612,28 @@ def run_inspect(args) -> None:
     print(f"\n{'step':<{name_width}}  {'shape':<16} {'mean':>9} {'std':>9} {'min':>9} {'max':>9} {'norm':>9}")
     for s in report["steps"]:
         shape = "(" + ", ".join(map(str, s["shape"])) + ")"
-        print(f"{s['name']:<{name_width}}  {shape:<16} {s['mean']:>9.4f} {s['std']:>9.4f} {s['min']:>9.4f} "
-              f"{s['max']:>9.4f} {s['norm']:>9.3f}")
-    print("\nattention: each head's mean entropy (nats; uniform over the tokens would be "
-          f"{float(torch.log(torch.tensor(float(length)))):.2f}), and the tokens [CLS] attends to most")
+        print(
+            f"{s['name']:<{name_width}}  {shape:<16} {s['mean']:>9.4f} {s['std']:>9.4f} {s['min']:>9.4f} "
+            f"{s['max']:>9.4f} {s['norm']:>9.3f}"
+        )
+    print(
+        "\nattention: each head's mean entropy (nats; uniform over the tokens would be "
+        f"{float(torch.log(torch.tensor(float(length)))):.2f}), and the tokens [CLS] attends to most"
+    )
     for i, a in enumerate(report["attention"]):
         entropies = " ".join(f"{e:.2f}" for e in a["entropy"])
         top = ", ".join(f"{t} {w:.2f}" for t, w in a["cls_attends_to"])
         print(f"  layer {i:>2}: {entropies}   [CLS] -> {top}")
-    print("\nvectors: " + ", ".join(f"{k} |{v:.3f}|" for k, v in report["vectors"]["norms"].items())
-          + "; cosines " + ", ".join(f"{k} {v:.3f}" for k, v in cosines.items()))
+    print(
+        "\nvectors: "
+        + ", ".join(f"{k} |{v:.3f}|" for k, v in report["vectors"]["norms"].items())
+        + "; cosines "
+        + ", ".join(f"{k} {v:.3f}" for k, v in cosines.items())
+    )
     p = report["parameters"]
     parts = ", ".join(f"{k} {p[k]:,}" for k in params)
     print(f"parameters: {parts}; total {p['total']:,} (formula: {p['formula']:,})")
-    print(f"FLOPs per token at length {length}: {report['flops_per_token']:,} "
-          "(layers x (2 x (4H^2 + 2HI) + 4LH))")
+    print(f"FLOPs per token at length {length}: {report['flops_per_token']:,} (layers x (2 x (4H^2 + 2HI) + 4LH))")
 
 
 def run_attention(args) -> None:
@@ -567,8 +656,10 @@ def run_attention(args) -> None:
     segments = batch["token_type_ids"][0].tolist()
     title = args.text if args.pair is None else f"{args.text} | {args.pair}"
     write_text(output, attention_html(tokens, attentions, title, segments))
-    print(f"minibert: wrote {output} ({len(tokens)} tokens, {len(attentions)} layers x "
-          f"{attentions[0].shape[0]} heads)", file=sys.stderr)
+    print(
+        f"minibert: wrote {output} ({len(tokens)} tokens, {len(attentions)} layers x {attentions[0].shape[0]} heads)",
+        file=sys.stderr,
+    )
     if args.png:
         written = write_png_heatmaps(tokens, attentions, args.png, title=Path(str(folder)).name)
         print(f"minibert: wrote {len(written)} heatmaps to {args.png}", file=sys.stderr)
@@ -602,8 +693,9 @@ def run_dump(args) -> None:
             head_model = BertForPreTraining.from_pretrained(folder, dtype=args.dtype)
             missing = [n for n in head_model.newly_initialized if n.startswith("cls.")]
             if missing:
-                raise UsageError(f"minibert dump: {folder} has no pretraining head weights ({missing[0]}, ...) "
-                                 "for --head")
+                raise UsageError(
+                    f"minibert dump: {folder} has no pretraining head weights ({missing[0]}, ...) for --head"
+                )
             model = head_model.bert
         else:
             from minibert.weights import BertModel
@@ -614,11 +706,24 @@ def run_dump(args) -> None:
     tensors = activations(model, batch, head_model, heads)
     keep = batch["attention_mask"].bool()
     wordpieces = [tokenizer.convert_ids_to_tokens(ids[k]) for ids, k in zip(batch["input_ids"], keep)]
-    write_dump(output, tensors, {"texts": texts, "pairs": args.pair, "wordpieces": wordpieces,
-                                 "config": model.config.to_dict(), "model": str(folder), "dtype": args.dtype,
-                                 "device": "cpu"})
-    print(f"minibert: wrote {output}: {len(tensors)} tensors for {len(texts)} texts, "
-          f"{output.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
+    write_dump(
+        output,
+        tensors,
+        {
+            "texts": texts,
+            "pairs": args.pair,
+            "wordpieces": wordpieces,
+            "config": model.config.to_dict(),
+            "model": str(folder),
+            "dtype": args.dtype,
+            "device": "cpu",
+        },
+    )
+    print(
+        f"minibert: wrote {output}: {len(tensors)} tensors for {len(texts)} texts, "
+        f"{output.stat().st_size / 1e6:.1f} MB",
+        file=sys.stderr,
+    )
 
 
 def run_compare(args) -> None:
@@ -640,8 +745,9 @@ def run_parity(args) -> None:
     check_device(args.device)
     texts = read_lines(args.texts_file) if args.texts_file else None
     try:
-        report = parity(args.model or default_model(), device=args.device or "cpu", dtype=args.dtype, texts=texts,
-                        atol=args.atol)
+        report = parity(
+            args.model or default_model(), device=args.device or "cpu", dtype=args.dtype, texts=texts, atol=args.atol
+        )
     except ImportError as e:
         raise UsageError(f"minibert parity: {e}") from None
     print(json.dumps(report, indent=1) if args.json else format_parity(report))
@@ -677,8 +783,10 @@ def run_fill_mask(args) -> None:
         warnings.simplefilter("ignore")  # a missing head is reported below, in one line
         model = BertForMaskedLM.from_pretrained(folder)
     if any(name.startswith("cls.predictions.") for name in model.newly_initialized):
-        raise UsageError(f"minibert fill-mask: {folder} has no masked-language-model head (cls.predictions.*); "
-                         "use a BertForPreTraining or BertForMaskedLM checkpoint")
+        raise UsageError(
+            f"minibert fill-mask: {folder} has no masked-language-model head (cls.predictions.*); "
+            "use a BertForPreTraining or BertForMaskedLM checkpoint"
+        )
     candidates = fill_mask(model, tokenizer, args.text, top_k=args.top_k)
     width = max(display_width(c["token"]) for c in candidates)
     for c in candidates:

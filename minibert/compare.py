@@ -17,12 +17,21 @@ import numpy as np
 
 # Which earlier steps each step is computed from ({i} the layer, {p} the previous layer's output).
 _LAYER_INPUTS = {
-    "attention.query": ["{p}"], "attention.key": ["{p}"], "attention.value": ["{p}"],
-    "attention.scores": ["attention.query", "attention.key"], "attention.masked_scores": ["attention.scores"],
-    "attention.probs": ["attention.masked_scores"], "attention.context": ["attention.probs", "attention.value"],
-    "attention.output": ["attention.context"], "attention.residual": ["{p}", "attention.output"],
-    "attention.norm": ["attention.residual"], "ffn.up": ["attention.norm"], "ffn.act": ["ffn.up"],
-    "ffn.down": ["ffn.act"], "ffn.residual": ["attention.norm", "ffn.down"], "ffn.norm": ["ffn.residual"],
+    "attention.query": ["{p}"],
+    "attention.key": ["{p}"],
+    "attention.value": ["{p}"],
+    "attention.scores": ["attention.query", "attention.key"],
+    "attention.masked_scores": ["attention.scores"],
+    "attention.probs": ["attention.masked_scores"],
+    "attention.context": ["attention.probs", "attention.value"],
+    "attention.output": ["attention.context"],
+    "attention.residual": ["{p}", "attention.output"],
+    "attention.norm": ["attention.residual"],
+    "ffn.up": ["attention.norm"],
+    "ffn.act": ["ffn.up"],
+    "ffn.down": ["ffn.act"],
+    "ffn.residual": ["attention.norm", "ffn.down"],
+    "ffn.norm": ["ffn.residual"],
 }
 
 
@@ -40,8 +49,12 @@ def step_inputs(name: str, num_layers: int) -> list[str]:
         previous = "embeddings.output" if i == 0 else f"layers.{i - 1}.ffn.norm"
         return [previous if s == "{p}" else f"layers.{i}.{s}" for s in _LAYER_INPUTS[m.group(2)]]
     last = f"layers.{num_layers - 1}.ffn.norm"
-    return {"pooler.dense": [last], "pooler.output": ["pooler.dense"], "heads.mlm.logits": [last],
-            "heads.nsp.logits": ["pooler.output"]}.get(name, [])
+    return {
+        "pooler.dense": [last],
+        "pooler.output": ["pooler.dense"],
+        "heads.mlm.logits": [last],
+        "heads.nsp.logits": ["pooler.output"],
+    }.get(name, [])
 
 
 @dataclass
@@ -69,11 +82,18 @@ class Report:
         return self.first_failure is None and not any(r.status == "missing" for r in self.rows)
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "atol": self.atol, "rtol": self.rtol, "first_failure": self.first_failure,
-                "agreeing_inputs": self.agreeing_inputs, "diagnosis": self.diagnosis,
-                "only_in_candidate": self.only_in_candidate,
-                "tensors": [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.__dict__.items()}
-                            for r in self.rows]}
+        return {
+            "ok": self.ok,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "first_failure": self.first_failure,
+            "agreeing_inputs": self.agreeing_inputs,
+            "diagnosis": self.diagnosis,
+            "only_in_candidate": self.only_in_candidate,
+            "tensors": [
+                {k: (None if isinstance(v, float) and v != v else v) for k, v in r.__dict__.items()} for r in self.rows
+            ],
+        }
 
 
 def real_values(name: str, t: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -134,8 +154,11 @@ def compare(reference: dict, candidate: dict, atol: float = 1e-5, rtol: float = 
         return report
     report.first_failure = first.name
     status = {r.name: r.status for r in rows}
-    report.agreeing_inputs = [n for n in step_inputs(first.name, num_layers) if status.get(n) == "ok"
-                              or (n.startswith("inputs.") and n in candidate)]
+    report.agreeing_inputs = [
+        n
+        for n in step_inputs(first.name, num_layers)
+        if status.get(n) == "ok" or (n.startswith("inputs.") and n in candidate)
+    ]
     if first.status == "shape":
         report.diagnosis.append(f"{first.name}: {first.note}")
     elif first.name in values:
@@ -150,14 +173,16 @@ def _looks_like(name, cand, values, reference, mask, names, atol, rtol) -> list[
     own = _differences(values[name][0], cand)[0]
     at = names.index(name)
     found = []
-    for other in names[max(0, at - 6): at + 7]:
+    for other in names[max(0, at - 6) : at + 7]:
         if other == name or reference[other].shape != reference[name].shape:
             continue
         r = real_values(other, reference[other].astype(np.float64), mask)
         max_abs, _, cosine = _differences(r, cand)
         if np.all(np.abs(cand - r) <= atol + rtol * np.abs(r)) or (max_abs < own / 100):
-            found.append(f"the candidate's {name} matches the reference's {other} (max abs diff {max_abs:.3g}, "
-                         f"cosine {cosine:.6f}): taken at the wrong point?")
+            found.append(
+                f"the candidate's {name} matches the reference's {other} (max abs diff {max_abs:.3g}, "
+                f"cosine {cosine:.6f}): taken at the wrong point?"
+            )
     return found
 
 
@@ -165,8 +190,9 @@ def format_report(report: Report) -> str:
     width = max([len(r.name) for r in report.rows] + [6])
     lines = [f"{'tensor':<{width}}  {'max abs':>10}  {'max rel':>10}  {'cosine':>10}  status"]
     for r in report.rows:
-        numbers = ("" if r.status in ("missing", "shape")
-                   else f"{r.max_abs:>10.3g}  {r.max_rel:>10.3g}  {r.cosine:>10.7f}")
+        numbers = (
+            "" if r.status in ("missing", "shape") else f"{r.max_abs:>10.3g}  {r.max_rel:>10.3g}  {r.cosine:>10.7f}"
+        )
         lines.append(f"{r.name:<{width}}  {numbers:<34}  {r.status}{'  ' + r.note if r.note else ''}")
     lines.append("")
     if report.ok:
@@ -174,15 +200,18 @@ def format_report(report: Report) -> str:
     else:
         failing = sum(r.status != "ok" for r in report.rows)
         if report.first_failure:
-            lines.append(f"first tensor beyond tolerance (atol {report.atol:g}, rtol {report.rtol:g}): "
-                         f"{report.first_failure}")
+            lines.append(
+                f"first tensor beyond tolerance (atol {report.atol:g}, rtol {report.rtol:g}): {report.first_failure}"
+            )
             if report.agreeing_inputs:
                 lines.append(f"its inputs that still agree: {', '.join(report.agreeing_inputs)}")
         lines += [f"  {d}" for d in report.diagnosis]
         missing = [r.name for r in report.rows if r.status == "missing"]
         if missing:
-            lines.append(f"missing from the candidate: {len(missing)} ({', '.join(missing[:5])}"
-                         f"{', ...' if len(missing) > 5 else ''})")
+            lines.append(
+                f"missing from the candidate: {len(missing)} ({', '.join(missing[:5])}"
+                f"{', ...' if len(missing) > 5 else ''})"
+            )
         lines.append(f"{failing} of {len(report.rows)} tensors disagree or are missing")
     if report.only_in_candidate:
         lines.append(f"only in the candidate (not compared): {', '.join(report.only_in_candidate[:5])}")

@@ -52,20 +52,25 @@ class BertConfig:
     position_embedding_type: str = "absolute"  # only learned absolute positions exist in BERT
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
-                f"hidden_size {self.hidden_size} is not a multiple of "
-                f"num_attention_heads {self.num_attention_heads}"
+                f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
             )
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ValueError(
-                f"hidden_act {self.hidden_act!r} is not implemented; "
-                f"supported: {', '.join(SUPPORTED_ACTIVATIONS)}"
+                f"hidden_act {self.hidden_act!r} is not implemented; supported: {', '.join(SUPPORTED_ACTIVATIONS)}"
             )
         if self.position_embedding_type != "absolute":
             raise ValueError(
@@ -88,9 +93,11 @@ class BertConfig:
             if not 0 <= self.pad_token_id < self.vocab_size:
                 raise ValueError(f"pad_token_id {self.pad_token_id} is outside [0, vocab_size {self.vocab_size})")
         if self.parameter_count() > MAX_PARAMETERS:
-            raise ValueError(f"this config describes {self.parameter_count():.3g} parameters (hidden_size "
-                             f"{self.hidden_size}, intermediate_size {self.intermediate_size}, vocab_size "
-                             f"{self.vocab_size}), more than the {MAX_PARAMETERS:.0e} minibert will build")
+            raise ValueError(
+                f"this config describes {self.parameter_count():.3g} parameters (hidden_size "
+                f"{self.hidden_size}, intermediate_size {self.intermediate_size}, vocab_size "
+                f"{self.vocab_size}), more than the {MAX_PARAMETERS:.0e} minibert will build"
+            )
 
     def parameter_count(self, pooler: bool = True) -> int:
         """Parameters of BertModel with this config: embeddings, layers, and the pooler if `pooler`."""
@@ -113,8 +120,10 @@ class BertConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         missing = [name for name in REQUIRED if name not in values]
         if missing:
-            raise ValueError(f"{source}: missing field {missing[0]!r}" + (f" (and {', '.join(missing[1:])})"
-                                                                          if len(missing) > 1 else ""))
+            raise ValueError(
+                f"{source}: missing field {missing[0]!r}"
+                + (f" (and {', '.join(missing[1:])})" if len(missing) > 1 else "")
+            )
         kwargs = {k: v for k, v in values.items() if k in fields}
         if kwargs.get("layer_norm_eps") is None:  # bert_config.json has no such key
             kwargs.pop("layer_norm_eps", None)

@@ -37,6 +37,7 @@ class ResumeError(ValueError):
 
 # --- inputs ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Source:
     path: str  # "-" for stdin
@@ -53,9 +54,15 @@ class Source:
         stat = path.stat()
         with open(path, "rb") as f:
             head = hashlib.sha256(f.read(1 << 20)).hexdigest()
-        return {"path": str(path.resolve()), "format": self.format, "size": stat.st_size,
-                "mtime": stat.st_mtime, "head_sha256": head, "text_field": self.text_field,
-                "id_field": self.id_field}
+        return {
+            "path": str(path.resolve()),
+            "format": self.format,
+            "size": stat.st_size,
+            "mtime": stat.st_mtime,
+            "head_sha256": head,
+            "text_field": self.text_field,
+            "id_field": self.id_field,
+        }
 
     def rows(self, skip: int = 0) -> Iterator[tuple[object, str]]:
         """(id, text) for every row after the first `skip`, streamed."""
@@ -73,8 +80,10 @@ class Source:
                 try:
                     text = line.decode("utf-8", errors=self.errors)
                 except UnicodeDecodeError as e:
-                    raise ValueError(f"{self.name}: line {number} is not UTF-8 text (byte {e.start}); "
-                                     "--errors replace puts U+FFFD in its place") from None
+                    raise ValueError(
+                        f"{self.name}: line {number} is not UTF-8 text (byte {e.start}); "
+                        "--errors replace puts U+FFFD in its place"
+                    ) from None
                 if self.format == "text":
                     yield number - 1, text
                 else:
@@ -93,8 +102,9 @@ class Source:
             raise ValueError(f"{self.name}: line {number} has no field {self.text_field!r}")
         text = row[self.text_field]
         if not isinstance(text, str):
-            raise ValueError(f"{self.name}: line {number}: field {self.text_field!r} is "
-                             f"{type(text).__name__}, not a string")
+            raise ValueError(
+                f"{self.name}: line {number}: field {self.text_field!r} is {type(text).__name__}, not a string"
+            )
         if self.id_field is None:
             return number - 1, text
         if self.id_field not in row:
@@ -118,8 +128,9 @@ class Source:
             for id_, text in zip(ids, texts):
                 if row >= skip:
                     if not isinstance(text, str):
-                        raise ValueError(f"{self.path}: row {row}: column {self.text_field!r} is "
-                                         f"{type(text).__name__}, not a string")
+                        raise ValueError(
+                            f"{self.path}: row {row}: column {self.text_field!r} is {type(text).__name__}, not a string"
+                        )
                     yield id_, text
                 row += 1
 
@@ -148,11 +159,11 @@ def count_rows(source: Source) -> int | None:
 
 # --- the folder --------------------------------------------------------------------------------------------
 
+
 def weights_sha256(folder: Path) -> str:
     """sha256 over the model folder's weight files (names and bytes), in name order."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).iterdir() if p.suffix in (".safetensors", ".bin")
-                       or ".ckpt." in p.name):
+    for path in sorted(p for p in Path(folder).iterdir() if p.suffix in (".safetensors", ".bin") or ".ckpt." in p.name):
         digest.update(path.name.encode())
         with open(path, "rb") as f:
             while block := f.read(1 << 24):
@@ -205,8 +216,18 @@ def read_manifest(folder) -> dict:
     return manifest
 
 
-def embed_to_folder(encoder, source: Source, folder, *, settings: dict, model: dict, chunk_size: int = 4096,
-                    resume: bool = False, progress=None, stats: dict | None = None) -> dict:
+def embed_to_folder(
+    encoder,
+    source: Source,
+    folder,
+    *,
+    settings: dict,
+    model: dict,
+    chunk_size: int = 4096,
+    resume: bool = False,
+    progress=None,
+    stats: dict | None = None,
+) -> dict:
     """Embed `source` into `folder`, one shard per `chunk_size` rows; returns the final manifest.
 
     `settings`: encode's options (pooling, normalize, max_length, batch_size) and the model's dtype and
@@ -216,22 +237,39 @@ def embed_to_folder(encoder, source: Source, folder, *, settings: dict, model: d
     fingerprint = source.fingerprint()
     if resume and (folder / MANIFEST).is_file():
         manifest = read_manifest(folder)
-        for what, recorded, now in (("input", manifest["input"], fingerprint), ("model", manifest["model"], model),
-                                    ("settings", manifest["settings"], settings),
-                                    ("chunk size", manifest["chunk_size"], chunk_size)):
+        for what, recorded, now in (
+            ("input", manifest["input"], fingerprint),
+            ("model", manifest["model"], model),
+            ("settings", manifest["settings"], settings),
+            ("chunk size", manifest["chunk_size"], chunk_size),
+        ):
             if recorded != now:
-                changed = [k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k)] \
-                    if isinstance(now, dict) else [f"{recorded} -> {now}"]
-                raise ResumeError(f"{folder}: cannot resume: the {what} changed since the recorded run "
-                                  f"({', '.join(sorted(map(str, changed)))}); embed into a new folder")
+                changed = (
+                    [k for k in set(recorded) | set(now) if recorded.get(k) != now.get(k)]
+                    if isinstance(now, dict)
+                    else [f"{recorded} -> {now}"]
+                )
+                raise ResumeError(
+                    f"{folder}: cannot resume: the {what} changed since the recorded run "
+                    f"({', '.join(sorted(map(str, changed)))}); embed into a new folder"
+                )
         if source.path == "-":
             raise ResumeError("cannot resume from stdin: the rows already embedded cannot be skipped reliably")
     else:
         if folder.is_dir() and any(folder.iterdir()):
             raise FileExistsError(f"{folder} is not empty; choose a new folder, or --resume a run recorded there")
         folder.mkdir(parents=True, exist_ok=True)
-        manifest = {"format": FORMAT, "model": model, "settings": settings, "dim": encoder.dim,
-                    "input": fingerprint, "chunk_size": chunk_size, "rows": 0, "complete": False, "shards": []}
+        manifest = {
+            "format": FORMAT,
+            "model": model,
+            "settings": settings,
+            "dim": encoder.dim,
+            "input": fingerprint,
+            "chunk_size": chunk_size,
+            "rows": 0,
+            "complete": False,
+            "shards": [],
+        }
         _write_json(folder / MANIFEST, manifest)
     if manifest["complete"]:
         return manifest
@@ -250,11 +288,12 @@ def embed_to_folder(encoder, source: Source, folder, *, settings: dict, model: d
     for _, vectors in encoder.encode_stream(texts(), chunk_size=chunk_size, stats=stats, **options):
         index = len(manifest["shards"])
         shard, id_file = folder / f"shard-{index:05d}.npy", folder / f"shard-{index:05d}.ids.json"
-        chunk_ids, ids[:] = ids[: len(vectors)], ids[len(vectors):]
+        chunk_ids, ids[:] = ids[: len(vectors)], ids[len(vectors) :]
         digest = _write_npy(shard, vectors.astype(np.float32, copy=False))
         _write_json(id_file, chunk_ids)
-        manifest["shards"].append({"file": shard.name, "ids": id_file.name, "start": done, "rows": len(vectors),
-                                   "sha256": digest})
+        manifest["shards"].append(
+            {"file": shard.name, "ids": id_file.name, "start": done, "rows": len(vectors), "sha256": digest}
+        )
         done += len(vectors)
         manifest["rows"] = done
         _write_json(folder / MANIFEST, manifest)  # only now is the shard counted
@@ -279,8 +318,9 @@ class Vectors:
                 raise ValueError(f"{path}: sha256 differs from the manifest's: the shard is damaged")
             array = np.load(path, mmap_mode="r", allow_pickle=False)
             if array.shape != (entry["rows"], self.manifest["dim"]):
-                raise ValueError(f"{path}: shape {array.shape}, but the manifest says "
-                                 f"({entry['rows']}, {self.manifest['dim']})")
+                raise ValueError(
+                    f"{path}: shape {array.shape}, but the manifest says ({entry['rows']}, {self.manifest['dim']})"
+                )
             self._parts.append(array)
         self._ends = np.cumsum([len(p) for p in self._parts])
         self.shape = (int(self._ends[-1]) if len(self._ends) else 0, self.manifest["dim"])

@@ -42,9 +42,17 @@ class CPUFeatures:
     fused_gelu: bool = True  # oneDNN's GELU post-op is faster than a separate GELU (AVX-512, measured)
 
     def describe(self) -> str:
-        extras = [name for name, on in (("oneDNN bf16", self.onednn_bf16), ("native bf16", self.native_bf16),
-                                        ("VNNI", self.vnni), ("oneDNN float32", self.onednn_f32),
-                                        ("fused GELU", self.fused_gelu)) if on]
+        extras = [
+            name
+            for name, on in (
+                ("oneDNN bf16", self.onednn_bf16),
+                ("native bf16", self.native_bf16),
+                ("VNNI", self.vnni),
+                ("oneDNN float32", self.onednn_f32),
+                ("fused GELU", self.fused_gelu),
+            )
+            if on
+        ]
         return f"{self.capability} ({', '.join(extras) or 'no bf16 or VNNI'})"
 
 

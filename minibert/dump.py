@@ -47,15 +47,16 @@ def activations(model, batch: dict, head_model=None, heads=()) -> dict[str, torc
     token_types = batch.get("token_type_ids")
     if token_types is None:
         token_types = torch.zeros_like(batch["input_ids"])
-    out = {"inputs.input_ids": batch["input_ids"], "inputs.token_type_ids": token_types,
-           "inputs.attention_mask": mask}
+    out = {"inputs.input_ids": batch["input_ids"], "inputs.token_type_ids": token_types, "inputs.attention_mask": mask}
     for name, t in trace(model, {**batch, "attention_mask": mask, "token_type_ids": token_types}).items():
         out[name] = zero_padding(name, t, mask)
     if heads:
         with torch.no_grad():
             result = head_model(batch["input_ids"], attention_mask=mask, token_type_ids=token_types)
-        logits = {"mlm": getattr(result, "prediction_logits", getattr(result, "logits", None)),
-                  "nsp": getattr(result, "seq_relationship_logits", getattr(result, "logits", None))}
+        logits = {
+            "mlm": getattr(result, "prediction_logits", getattr(result, "logits", None)),
+            "nsp": getattr(result, "seq_relationship_logits", getattr(result, "logits", None)),
+        }
         for head in heads:
             out[f"heads.{head}.logits"] = zero_padding(head, logits[head], mask)
     return out
@@ -67,12 +68,17 @@ def write_dump(path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
 
     from minibert.atomic import atomic_path
 
-    header = {"format": FORMAT, "steps": json.dumps(list(tensors)),
-              "minibert_version": minibert.__version__, "torch_version": torch.__version__}
+    header = {
+        "format": FORMAT,
+        "steps": json.dumps(list(tensors)),
+        "minibert_version": minibert.__version__,
+        "torch_version": torch.__version__,
+    }
     header.update({k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in metadata.items()})
     # bfloat16 has no numpy dtype, so such a dump stores float32 (exactly the same values); `dtype` says it
-    tensors = {k: (v.float() if v.dtype == torch.bfloat16 else v).detach().cpu().contiguous()
-               for k, v in tensors.items()}
+    tensors = {
+        k: (v.float() if v.dtype == torch.bfloat16 else v).detach().cpu().contiguous() for k, v in tensors.items()
+    }
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=header)
 

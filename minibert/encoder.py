@@ -35,9 +35,18 @@ class Encoder:
     >>> similarity(vectors, vectors)
     """
 
-    def __init__(self, model: BertModel, tokenizer: Tokenizer, *, pooling: str = "mean", normalize: bool = False,
-                 max_length: int | None = None, lowercase: bool = False, max_batch_tokens: int | None = 2048,
-                 fast: bool = True):
+    def __init__(
+        self,
+        model: BertModel,
+        tokenizer: Tokenizer,
+        *,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int | None = None,
+        lowercase: bool = False,
+        max_batch_tokens: int | None = 2048,
+        fast: bool = True,
+    ):
         check_pooling(pooling, model.pooler is not None)
         check_vocabulary(tokenizer, model.config)
         if max_length is not None:
@@ -61,9 +70,19 @@ class Encoder:
         self.max_batch_tokens = max_batch_tokens
 
     @classmethod
-    def from_pretrained(cls, name_or_path=None, *, device=None, dtype=None, revision=None,
-                        local_files_only=False, fast: bool = True, quantize: str | None = None,
-                        lowercase: bool | None = None, backend: str = "torch") -> Encoder:
+    def from_pretrained(
+        cls,
+        name_or_path=None,
+        *,
+        device=None,
+        dtype=None,
+        revision=None,
+        local_files_only=False,
+        fast: bool = True,
+        quantize: str | None = None,
+        lowercase: bool | None = None,
+        backend: str = "torch",
+    ) -> Encoder:
         """Load a model folder or Hub id; None loads the default, all-MiniLM-L6-v2.
 
         `fast=True`, on CPU: the linear layers run through oneDNN with the GELU fused where that is faster
@@ -91,10 +110,13 @@ class Encoder:
             from minibert.numpy_encoder import NumpyEncoder
 
             if as_device(device).type != "cpu" or as_dtype(dtype) != torch.float32 or quantize is not None:
-                raise ValueError("backend='numpy' computes on CPU in float32 without quantization; got "
-                                 f"device={device!r}, dtype={dtype!r}, quantize={quantize!r}")
-            return NumpyEncoder.from_pretrained(name_or_path, revision=revision, local_files_only=local_files_only,
-                                                lowercase=lowercase)
+                raise ValueError(
+                    "backend='numpy' computes on CPU in float32 without quantization; got "
+                    f"device={device!r}, dtype={dtype!r}, quantize={quantize!r}"
+                )
+            return NumpyEncoder.from_pretrained(
+                name_or_path, revision=revision, local_files_only=local_files_only, lowercase=lowercase
+            )
         if backend != "torch":
             raise ValueError(f"backend must be 'torch' or 'numpy', got {backend!r}")
 
@@ -113,16 +135,19 @@ class Encoder:
             from minibert.quantize import load_int8_model
 
             if device.type != "cpu" or dtype != torch.float32:
-                raise ValueError(f"{folder} holds an int8 model, which runs on CPU in float32, not on device "
-                                 f"{str(device)!r} in {dtype}")
+                raise ValueError(
+                    f"{folder} holds an int8 model, which runs on CPU in float32, not on device "
+                    f"{str(device)!r} in {dtype}"
+                )
             model = load_int8_model(folder)
         else:
             model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
             if quantize:
                 from minibert.quantize import calibration_batches, quantize_int8
 
-                max_length = min(settings.get("max_length") or tokenizer.model_max_length,
-                                 model.config.max_position_embeddings)
+                max_length = min(
+                    settings.get("max_length") or tokenizer.model_max_length, model.config.max_position_embeddings
+                )
                 quantize_int8(model, calibration_batches(tokenizer, max_length, settings.get("lowercase", False)))
         encoder = cls(model, tokenizer, fast=fast, **settings)
         encoder.source = folder  # where save_pretrained finds the sentence-transformers metadata to keep
@@ -160,8 +185,17 @@ class Encoder:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def encode(self, texts, *, pooling: str | None = None, normalize: bool | None = None, batch_size: int = 32,
-               max_length: int | None = None, show_progress: bool | None = None, convert_to: str = "numpy"):
+    def encode(
+        self,
+        texts,
+        *,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        show_progress: bool | None = None,
+        convert_to: str = "numpy",
+    ):
         """Embed a string, giving (H,), or a list of strings, giving (N, H), float32, rows in input order.
 
         Texts are sorted by token count and batched, so each batch pads little, then put back in order.
@@ -169,11 +203,21 @@ class Encoder:
         """
         single = isinstance(texts, str)
         texts = as_text_list(texts, "texts")
-        out, stats = self._encode(texts, pooling=pooling, normalize=normalize, batch_size=batch_size,
-                                  max_length=max_length, show_progress=show_progress, convert_to=convert_to)
+        out, stats = self._encode(
+            texts,
+            pooling=pooling,
+            normalize=normalize,
+            batch_size=batch_size,
+            max_length=max_length,
+            show_progress=show_progress,
+            convert_to=convert_to,
+        )
         if stats["truncated"]:
-            warnings.warn(f"{stats['truncated']} of {len(texts)} texts were longer than {stats['max_length']} "
-                          "tokens and were truncated", stacklevel=2)
+            warnings.warn(
+                f"{stats['truncated']} of {len(texts)} texts were longer than {stats['max_length']} "
+                "tokens and were truncated",
+                stacklevel=2,
+            )
         return out[0] if single else out
 
     def encode_stream(self, texts, *, chunk_size: int = 4096, stats: dict | None = None, **options):
@@ -210,11 +254,23 @@ class Encoder:
             start += len(chunk)
             chunk = []
         if stats["truncated"]:
-            warnings.warn(f"{stats['truncated']} of {stats['texts']} texts were longer than {max_length} tokens and "
-                          "were truncated", stacklevel=2)
+            warnings.warn(
+                f"{stats['truncated']} of {stats['texts']} texts were longer than {max_length} tokens and "
+                "were truncated",
+                stacklevel=2,
+            )
 
-    def _encode(self, texts: list[str], *, pooling=None, normalize=None, batch_size=32, max_length=None,
-                show_progress=None, convert_to="numpy"):
+    def _encode(
+        self,
+        texts: list[str],
+        *,
+        pooling=None,
+        normalize=None,
+        batch_size=32,
+        max_length=None,
+        show_progress=None,
+        convert_to="numpy",
+    ):
         """encode's work on a list of strings: the vectors, and {tokens, truncated, max_length}."""
         pooling = self.pooling if pooling is None else pooling
         normalize = self.normalize if normalize is None else normalize
@@ -232,12 +288,16 @@ class Encoder:
         if self.lowercase:
             texts = [t.lower() for t in texts]
         encodings = self.tokenizer.encode(texts, max_length=max_length)
-        stats = {"tokens": sum(len(e.ids) for e in encodings), "max_length": max_length,
-                 "truncated": sum(1 for e in encodings if e.overflowing)}
+        stats = {
+            "tokens": sum(len(e.ids) for e in encodings),
+            "max_length": max_length,
+            "truncated": sum(1 for e in encodings if e.overflowing),
+        }
 
         batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size, self.max_batch_tokens)
         if show_progress is None:
             show_progress = len(batches) > 4 and sys.stderr.isatty()
+
         def embed(rows):
             with torch.inference_mode():
                 batch = self.tokenizer.collate([encodings[i] for i in rows])
@@ -375,9 +435,12 @@ def _warn_if_slow_bfloat16(model):
     if param.dtype == torch.bfloat16 and param.device.type == "cpu" and not features().native_bf16:
         if not _warned_bfloat16:
             _warned_bfloat16 = True
-            warnings.warn(f"this CPU ({features().describe()}) has no bfloat16 dot-product instructions "
-                          "(AVX512_BF16 or AMX): bfloat16 computes correctly here but is no faster than "
-                          "float32, and often slower", stacklevel=3)
+            warnings.warn(
+                f"this CPU ({features().describe()}) has no bfloat16 dot-product instructions "
+                "(AVX512_BF16 or AMX): bfloat16 computes correctly here but is no faster than "
+                "float32, and often slower",
+                stacklevel=3,
+            )
 
 
 def _progress(iterable, enabled: bool, total: int):

@@ -23,14 +23,19 @@ def attention_data(tokens: list[str], attentions, segments: list[int] | None = N
     if stack.ndim != 4 or stack.shape[2:] != (len(tokens), len(tokens)):
         raise ValueError(f"attentions must be (heads, {len(tokens)}, {len(tokens)}) per layer, got {stack.shape}")
     weights = np.clip(np.rint(stack * 255), 0, 255).astype(np.uint8)
-    return {"tokens": tokens, "segments": segments or [0] * len(tokens), "layers": stack.shape[0],
-            "heads": stack.shape[1], "weights": base64.b64encode(weights.tobytes()).decode("ascii")}
+    return {
+        "tokens": tokens,
+        "segments": segments or [0] * len(tokens),
+        "layers": stack.shape[0],
+        "heads": stack.shape[1],
+        "weights": base64.b64encode(weights.tobytes()).decode("ascii"),
+    }
 
 
 def attention_html(tokens: list[str], attentions, title: str = "", segments: list[int] | None = None) -> str:
     data = json.dumps(attention_data(tokens, attentions, segments), ensure_ascii=False)
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")  # safe inside <script>
-    return (PAGE.replace("__TITLE__", html.escape(title or "attention")).replace("__DATA__", data))
+    return PAGE.replace("__TITLE__", html.escape(title or "attention")).replace("__DATA__", data)
 
 
 def write_png_heatmaps(tokens: list[str], attentions, folder, title: str = "") -> list[Path]:
@@ -46,8 +51,12 @@ def write_png_heatmaps(tokens: list[str], attentions, folder, title: str = "") -
     from minibert.atomic import atomic_path
 
     matplotlib.rcParams["font.family"] = ["sans-serif"]
-    matplotlib.rcParams["font.sans-serif"] = ["Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei",
-                                              "DejaVu Sans"]
+    matplotlib.rcParams["font.sans-serif"] = [
+        "Noto Sans CJK JP",
+        "Noto Sans CJK SC",
+        "WenQuanYi Zen Hei",
+        "DejaVu Sans",
+    ]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = []

@@ -62,17 +62,21 @@ class FusedLinear(nn.Linear):
     optionally with the exact GELU applied to its output in the same kernel."""
 
     def __init__(self, linear: nn.Linear, gelu: bool = False):
-        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                         device="meta")
+        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
         self.weight, self.bias = linear.weight, linear.bias  # shared, not copied
         self.gelu = gelu
         self._packed = None  # (which weight it was made from, packed weight), made on first use
 
     def forward(self, x):
         op = onednn_linear()
-        fast = (op is not None and x.device.type == "cpu" and x.dtype == self.weight.dtype
-                and onednn_dtype_ok(x.dtype) and self.bias is not None
-                and not (torch.is_grad_enabled() and self.weight.requires_grad))
+        fast = (
+            op is not None
+            and x.device.type == "cpu"
+            and x.dtype == self.weight.dtype
+            and onednn_dtype_ok(x.dtype)
+            and self.bias is not None
+            and not (torch.is_grad_enabled() and self.weight.requires_grad)
+        )
         post_op = fast and self.gelu and features().fused_gelu  # where oneDNN's GELU post-op pays (minibert.cpu)
         if fast:
             y = op(x, self.packed_weight(), self.bias, "gelu" if post_op else "none", [], "none" if post_op else "")
@@ -137,8 +141,10 @@ def _blocks(model):
     attentions = [(n, m) for n, m in model.named_modules() if isinstance(m, SelfAttention)]
     ffns = [(n, m) for n, m in model.named_modules() if isinstance(m, (FeedForward, GeluFeedForward))]
     if not attentions or not ffns:
-        raise ValueError(f"{type(model).__name__} has no SelfAttention and FeedForward modules to swap the linear "
-                         "layers of: not a minibert BertModel")
+        raise ValueError(
+            f"{type(model).__name__} has no SelfAttention and FeedForward modules to swap the linear "
+            "layers of: not a minibert BertModel"
+        )
     for name, module in attentions + ffns:
         for part in ("query", "key", "value", "output") if isinstance(module, SelfAttention) else ("up", "down"):
             _linear(module, part, name)
@@ -148,15 +154,18 @@ def _blocks(model):
 def linear_layer_names(model: nn.Module) -> list[str]:
     """The module paths swap_linear_layers would replace (checked, without changing anything)."""
     attentions, ffns = _blocks(model)
-    return [f"{n}.{p}" for n, _ in attentions for p in ("query", "key", "value", "output")] + \
-        [f"{n}.{p}" for n, _ in ffns for p in ("up", "down")]
+    return [f"{n}.{p}" for n, _ in attentions for p in ("query", "key", "value", "output")] + [
+        f"{n}.{p}" for n, _ in ffns for p in ("up", "down")
+    ]
 
 
 def _linear(module, part, name):
     child = getattr(module, part, None)
     if not isinstance(child, nn.Module):
-        raise ValueError(f"{name} ({type(module).__name__}) has no {part!r} layer to swap; it has "
-                         f"{', '.join(n for n, _ in module.named_children()) or 'none'}")
+        raise ValueError(
+            f"{name} ({type(module).__name__}) has no {part!r} layer to swap; it has "
+            f"{', '.join(n for n, _ in module.named_children()) or 'none'}"
+        )
     return child
 
 

@@ -99,14 +99,20 @@ class _Head(nn.Module):
         return {}
 
     @classmethod
-    def from_pretrained(cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False,
-                        **kwargs):
+    def from_pretrained(cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False, **kwargs):
         """The encoder and whatever head weights the checkpoint has; head weights it lacks are newly
         initialised and listed in a warning (and in `model.newly_initialized`)."""
         from minibert.weights import load_head_model
 
-        return load_head_model(cls, name_or_path, device=device, dtype=dtype, revision=revision,
-                               local_files_only=local_files_only, **kwargs)
+        return load_head_model(
+            cls,
+            name_or_path,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            local_files_only=local_files_only,
+            **kwargs,
+        )
 
     def save_pretrained(self, directory) -> None:
         """`config.json` + `model.safetensors` that the `transformers` class of the same name loads."""
@@ -154,8 +160,15 @@ class BertForPreTraining(_Head):
         self.nsp = nn.Linear(config.hidden_size, 2)
         self.init_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                next_sentence_label=None):
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        next_sentence_label=None,
+    ):
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids)
         prediction_logits = self.mlm(out.last_hidden_state, self.bert.embeddings.word_embeddings.weight)
         seq_relationship_logits = self.nsp(out.pooler_output)  # (B, 2)
@@ -225,8 +238,15 @@ class BertForQuestionAnswering(_Head):
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.init_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                start_positions=None, end_positions=None):
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        start_positions=None,
+        end_positions=None,
+    ):
         h = self.bert(input_ids, attention_mask, token_type_ids, position_ids).last_hidden_state
         start_logits, end_logits = self.qa_outputs(h).unbind(-1)  # (B, L, 2) -> 2 x (B, L)
         loss = None
@@ -236,8 +256,9 @@ class BertForQuestionAnswering(_Head):
             L = start_logits.shape[1]
             start = start_positions.flatten().clamp(0, L)
             end = end_positions.flatten().clamp(0, L)
-            loss = (F.cross_entropy(start_logits, start, ignore_index=L)
-                    + F.cross_entropy(end_logits, end, ignore_index=L)) / 2
+            loss = (
+                F.cross_entropy(start_logits, start, ignore_index=L) + F.cross_entropy(end_logits, end, ignore_index=L)
+            ) / 2
         return QuestionAnsweringOutput(loss, start_logits, end_logits)
 
 
@@ -263,6 +284,10 @@ def fill_mask(model: BertForMaskedLM | BertForPreTraining, tokenizer, text: str,
     for position in positions:
         probs = logits[0, position].float().softmax(-1)  # (V,)
         scores, ids = probs.topk(min(top_k, probs.numel()))
-        results.append([{"token": tokenizer.backend.id_to_token(i), "id": i, "score": s}
-                        for s, i in zip(scores.tolist(), ids.tolist())])
+        results.append(
+            [
+                {"token": tokenizer.backend.id_to_token(i), "id": i, "score": s}
+                for s, i in zip(scores.tolist(), ids.tolist())
+            ]
+        )
     return results[0] if len(results) == 1 else results

@@ -13,8 +13,15 @@ DEFAULT_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 # What a BERT folder may hold; nothing else is fetched from the Hub (no TF/Flax/ONNX copies).
 SMALL_FILES = [
-    "config.json", "bert_config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
-    "special_tokens_map.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+    "config.json",
+    "bert_config.json",
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "config_sentence_transformers.json",
     "1_Pooling/config.json",
 ]
 SAFETENSORS_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"]
@@ -82,8 +89,11 @@ def _download(repo_id: str, revision: str | None = None, local_files_only: bool 
     from huggingface_hub import snapshot_download
 
     def fetch(patterns):
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=local_files_only,
-                                      allow_patterns=SMALL_FILES + patterns))
+        return Path(
+            snapshot_download(
+                repo_id, revision=revision, local_files_only=local_files_only, allow_patterns=SMALL_FILES + patterns
+            )
+        )
 
     # safetensors first; the pickle-based .bin only when a repo has no safetensors.
     folder = fetch(SAFETENSORS_FILES)

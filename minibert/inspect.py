@@ -45,9 +45,23 @@ from minibert.weights import BertModel
 def step_names(num_layers: int, pooler: bool = True) -> list[str]:
     """Every step name, in computation order."""
     names = [f"embeddings.{n}" for n in ("word", "token_type", "position", "sum", "output")]
-    per_layer = ["attention.query", "attention.key", "attention.value", "attention.scores",
-                 "attention.masked_scores", "attention.probs", "attention.context", "attention.output",
-                 "attention.residual", "attention.norm", "ffn.up", "ffn.act", "ffn.down", "ffn.residual", "ffn.norm"]
+    per_layer = [
+        "attention.query",
+        "attention.key",
+        "attention.value",
+        "attention.scores",
+        "attention.masked_scores",
+        "attention.probs",
+        "attention.context",
+        "attention.output",
+        "attention.residual",
+        "attention.norm",
+        "ffn.up",
+        "ffn.act",
+        "ffn.down",
+        "ffn.residual",
+        "ffn.norm",
+    ]
     names += [f"layers.{i}.{n}" for i in range(num_layers) for n in per_layer]
     return names + (["pooler.dense", "pooler.output"] if pooler else [])
 
@@ -94,8 +108,10 @@ def recording(model: BertModel):
         ]
         a.record = partial(keep, p + "attention.")
     if model.pooler is not None:
-        hooks += [model.pooler.dense.register_forward_hook(output_of("pooler.dense")),
-                  model.pooler.register_forward_hook(output_of("pooler.output"))]
+        hooks += [
+            model.pooler.dense.register_forward_hook(output_of("pooler.dense")),
+            model.pooler.register_forward_hook(output_of("pooler.output")),
+        ]
     try:
         yield steps
     finally:
@@ -138,8 +154,13 @@ def trace(model: BertModel, batch: dict) -> dict[str, torch.Tensor]:
 def statistics(t: torch.Tensor) -> dict:
     """mean, std, min, max and L2 norm of a tensor, as Python floats."""
     x = t.double()
-    return {"mean": x.mean().item(), "std": x.std(unbiased=False).item(), "min": x.min().item(),
-            "max": x.max().item(), "norm": x.norm().item()}
+    return {
+        "mean": x.mean().item(),
+        "std": x.std(unbiased=False).item(),
+        "min": x.min().item(),
+        "max": x.max().item(),
+        "norm": x.norm().item(),
+    }
 
 
 def component_parameters(model: BertModel) -> dict[str, int]:
@@ -164,5 +185,7 @@ def attention_summary(probs: torch.Tensor, tokens: list[str], top: int = 3) -> d
     entropy = -(probs * probs.clamp(min=1e-12).log()).sum(-1).mean(-1)  # (N,)
     cls = probs[:, 0].mean(0)  # (L,)
     weights, index = cls.topk(min(top, cls.numel()))
-    return {"entropy": [round(float(e), 4) for e in entropy],
-            "cls_attends_to": [(tokens[int(j)], round(float(w), 4)) for w, j in zip(weights, index)]}
+    return {
+        "entropy": [round(float(e), 4) for e in entropy],
+        "cls_attends_to": [(tokens[int(j)], round(float(w), 4)) for w, j in zip(weights, index)],
+    }

@@ -266,6 +266,7 @@ class BertModel(nn.Module):
 
 # --- input checks, kept below the model so it reads without them -------------------------------------
 
+
 def check_inputs(config, input_ids, attention_mask=None, token_type_ids=None, position_ids=None):
     """Refuse ids the embedding tables cannot look up, before the lookup (on CUDA an out-of-range index
     is a device-side assert that kills the process), and masks that are not 0/1."""

@@ -29,8 +29,17 @@ from minibert.tokenizer import Tokenizer, as_text_list
 class NumpyEncoder:
     """An Encoder whose forward pass is minibert.spec.encode, in float32 numpy."""
 
-    def __init__(self, weights: dict, config: BertConfig, tokenizer: Tokenizer, *, pooling: str = "mean",
-                 normalize: bool = False, max_length: int | None = None, lowercase: bool = False):
+    def __init__(
+        self,
+        weights: dict,
+        config: BertConfig,
+        tokenizer: Tokenizer,
+        *,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int | None = None,
+        lowercase: bool = False,
+    ):
         check_pooling(pooling, "pooler.dense.weight" in weights)
         check_vocabulary(tokenizer, config)
         if max_length is not None:
@@ -39,21 +48,29 @@ class NumpyEncoder:
         self.pooling, self.normalize, self.max_length, self.lowercase = pooling, normalize, max_length, lowercase
 
     @classmethod
-    def from_pretrained(cls, name_or_path=None, *, revision=None, local_files_only=False,
-                        lowercase: bool | None = None) -> NumpyEncoder:
+    def from_pretrained(
+        cls, name_or_path=None, *, revision=None, local_files_only=False, lowercase: bool | None = None
+    ) -> NumpyEncoder:
         """Load a model folder with a model.safetensors (or a Hub id), as Encoder.from_pretrained does:
         the same sentence-transformers settings, the same tokenizer. Every weight the configuration needs
         is checked for presence, shape and finite values."""
-        folder = default_model() if name_or_path is None else resolve(name_or_path, revision=revision,
-                                                                      local_files_only=local_files_only)
+        folder = (
+            default_model()
+            if name_or_path is None
+            else resolve(name_or_path, revision=revision, local_files_only=local_files_only)
+        )
         folder = Path(folder)
         config = BertConfig.from_json(folder / "config.json")
         if config.hidden_act != "gelu":
-            raise ValueError(f"{folder / 'config.json'}: the numpy backend computes the exact GELU, not "
-                             f"hidden_act {config.hidden_act!r}; use backend='torch'")
+            raise ValueError(
+                f"{folder / 'config.json'}: the numpy backend computes the exact GELU, not "
+                f"hidden_act {config.hidden_act!r}; use backend='torch'"
+            )
         if not numpy_can_load(folder):
-            raise ValueError(f"{folder}: the numpy backend reads float weights from model.safetensors, and "
-                             "this folder has none (or holds an int8 model); use backend='torch'")
+            raise ValueError(
+                f"{folder}: the numpy backend reads float weights from model.safetensors, and "
+                "this folder has none (or holds an int8 model); use backend='torch'"
+            )
         weights = spec.load_weights(folder)
         check_weights(weights, config, folder / "model.safetensors")
         tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
@@ -63,8 +80,15 @@ class NumpyEncoder:
     def dim(self) -> int:
         return self.config.hidden_size
 
-    def encode(self, texts, *, pooling: str | None = None, normalize: bool | None = None, batch_size: int = 32,
-               max_length: int | None = None):
+    def encode(
+        self,
+        texts,
+        *,
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+    ):
         """Embed a string, giving (H,), or a list of strings, giving (N, H), float32, rows in input order."""
         single = isinstance(texts, str)
         texts = as_text_list(texts, "texts")
@@ -94,8 +118,10 @@ class NumpyEncoder:
                 vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             out[rows] = vectors
         if truncated:
-            warnings.warn(f"{truncated} of {len(texts)} texts were longer than {max_length} tokens and were "
-                          "truncated", stacklevel=2)
+            warnings.warn(
+                f"{truncated} of {len(texts)} texts were longer than {max_length} tokens and were truncated",
+                stacklevel=2,
+            )
         return out[0] if single else out
 
 
@@ -113,15 +139,23 @@ def numpy_can_load(folder) -> bool:
 def expected_shapes(config: BertConfig) -> dict:
     """Every weight the encoder reads, under the specification's names, with its shape."""
     H, I = config.hidden_size, config.intermediate_size  # noqa: E741
-    shapes = {"embeddings.word_embeddings.weight": (config.vocab_size, H),
-              "embeddings.position_embeddings.weight": (config.max_position_embeddings, H),
-              "embeddings.token_type_embeddings.weight": (config.type_vocab_size, H),
-              "embeddings.LayerNorm.weight": (H,), "embeddings.LayerNorm.bias": (H,)}
+    shapes = {
+        "embeddings.word_embeddings.weight": (config.vocab_size, H),
+        "embeddings.position_embeddings.weight": (config.max_position_embeddings, H),
+        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, H),
+        "embeddings.LayerNorm.weight": (H,),
+        "embeddings.LayerNorm.bias": (H,),
+    }
     for i in range(config.num_hidden_layers):
         p = f"encoder.layer.{i}."
-        for name, out_features, in_features in (("attention.self.query", H, H), ("attention.self.key", H, H),
-                                                ("attention.self.value", H, H), ("attention.output.dense", H, H),
-                                                ("intermediate.dense", I, H), ("output.dense", H, I)):
+        for name, out_features, in_features in (
+            ("attention.self.query", H, H),
+            ("attention.self.key", H, H),
+            ("attention.self.value", H, H),
+            ("attention.output.dense", H, H),
+            ("intermediate.dense", I, H),
+            ("output.dense", H, I),
+        ):
             shapes[p + name + ".weight"] = (out_features, in_features)
             shapes[p + name + ".bias"] = (out_features,)
         for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
@@ -133,8 +167,12 @@ def check_weights(weights: dict, config: BertConfig, path) -> None:
     """Refuse a missing, misshapen or non-finite weight by name, rather than compute with it."""
     shapes = expected_shapes(config)
     if "pooler.dense.weight" in weights:
-        shapes.update({"pooler.dense.weight": (config.hidden_size, config.hidden_size),
-                       "pooler.dense.bias": (config.hidden_size,)})
+        shapes.update(
+            {
+                "pooler.dense.weight": (config.hidden_size, config.hidden_size),
+                "pooler.dense.bias": (config.hidden_size,),
+            }
+        )
     for key, shape in shapes.items():
         if key not in weights:
             raise ValueError(f"{path}: weight {key!r} is missing")

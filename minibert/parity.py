@@ -15,8 +15,12 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_TEXTS = ["A man is eating food.", "The girl is carrying a baby on her back through the market.",
-                 "How old are you?", "春眠不觉晓，处处闻啼鸟。"]
+DEFAULT_TEXTS = [
+    "A man is eating food.",
+    "The girl is carrying a baby on her back through the market.",
+    "How old are you?",
+    "春眠不觉晓，处处闻啼鸟。",
+]
 DEFAULT_PAIRS = [None, None, "I am six.", None]
 
 
@@ -24,8 +28,10 @@ def _transformers():
     try:
         import transformers
     except ImportError:
-        raise ImportError("minibert parity compares against Hugging Face transformers, which is not installed: "
-                          "pip install transformers") from None
+        raise ImportError(
+            "minibert parity compares against Hugging Face transformers, which is not installed: "
+            "pip install transformers"
+        ) from None
     return transformers
 
 
@@ -71,13 +77,15 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
         keep = batch["attention_mask"].bool()
         batch = {k: v.to(device) for k, v in batch.items()}
         keys = read_state_dict(folder)[0].keys()
-        has_heads = any(k.startswith("cls.predictions.") for k in keys) and \
-            any(k.startswith("cls.seq_relationship.") for k in keys)
+        has_heads = any(k.startswith("cls.predictions.") for k in keys) and any(
+            k.startswith("cls.seq_relationship.") for k in keys
+        )
         has_pooler = any(k.endswith("pooler.dense.weight") for k in keys)
 
         def reference(d):
-            model = transformers.BertModel.from_pretrained(hf_folder, attn_implementation="eager",
-                                                           add_pooling_layer=has_pooler, dtype=d)
+            model = transformers.BertModel.from_pretrained(
+                hf_folder, attn_implementation="eager", add_pooling_layer=has_pooler, dtype=d
+            )
             return model.to(device).eval()
 
         def run(model, **kwargs):
@@ -91,15 +99,21 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
         rows = {name: {"eager": eager[name], "sdpa": sdpa.get(name)} for name in eager}
         half = dtype in (torch.float16, torch.bfloat16)
         if has_heads:
+
             def logits(model):
                 with torch.no_grad():
                     out = model(**batch)
-                return {"mlm logits": out.prediction_logits.float()[keep],
-                        "nsp logits": out.seq_relationship_logits.float()}
+                return {
+                    "mlm logits": out.prediction_logits.float()[keep],
+                    "nsp logits": out.seq_relationship_logits.float(),
+                }
 
             def reference_heads(d):
-                return transformers.BertForPreTraining.from_pretrained(hf_folder, attn_implementation="eager",
-                                                                       dtype=d).to(device).eval()
+                return (
+                    transformers.BertForPreTraining.from_pretrained(hf_folder, attn_implementation="eager", dtype=d)
+                    .to(device)
+                    .eval()
+                )
 
             a = logits(BertForPreTraining.from_pretrained(folder, device=device, dtype=dtype))
             b = logits(reference_heads(dtype))
@@ -128,27 +142,46 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
         r = rows[after]["eager"] / max(rows[before]["eager"], 1e-12)
         if r > ratio:
             jump, ratio = after, r
-    return {"model": str(folder), "device": str(device), "dtype": str(dtype).removeprefix("torch."),
-            "transformers_version": transformers.__version__, "atol": atol, "half_precision": half,
-            "texts": len(texts), "rows": rows, "first_failure": first, "ok": first is None,
-            "largest_jump": {"at": jump, "ratio": ratio} if jump else None}
+    return {
+        "model": str(folder),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "transformers_version": transformers.__version__,
+        "atol": atol,
+        "half_precision": half,
+        "texts": len(texts),
+        "rows": rows,
+        "first_failure": first,
+        "ok": first is None,
+        "largest_jump": {"at": jump, "ratio": ratio} if jump else None,
+    }
 
 
 def format_parity(report: dict) -> str:
     half = report["half_precision"]
     head = f"{'output':<16} {'eager':>10} {'sdpa':>10}" + (f" {'reference':>10}" if half else "") + "  status"
-    lines = [f"minibert against transformers {report['transformers_version']} (eager attention), "
-             f"{report['dtype']} on {report['device']}, {report['texts']} texts: {report['model']}", "", head]
+    lines = [
+        f"minibert against transformers {report['transformers_version']} (eager attention), "
+        f"{report['dtype']} on {report['device']}, {report['texts']} texts: {report['model']}",
+        "",
+        head,
+    ]
     for name, row in report["rows"].items():
         sdpa = f"{row['sdpa']:>10.3g}" if row["sdpa"] is not None else f"{'':>10}"
         ref = (f" {row['reference']:>10.3g}" if "reference" in row else f" {'':>10}") if half else ""
         lines.append(f"{name:<16} {row['eager']:>10.3g} {sdpa}{ref}  {'ok' if row['ok'] else 'FAIL'}")
     lines.append("")
-    criterion = ("minibert's error against transformers in float32 within 1.5 x the reference's own, "
-                 f"+ {report['atol']:g}" if half else f"max abs diff <= {report['atol']:g}")
+    criterion = (
+        f"minibert's error against transformers in float32 within 1.5 x the reference's own, + {report['atol']:g}"
+        if half
+        else f"max abs diff <= {report['atol']:g}"
+    )
     if report["largest_jump"]:
         j = report["largest_jump"]
         lines.append(f"largest jump between hidden states: at {j['at']} (x{j['ratio']:.3g})")
-    lines.append(f"all outputs within tolerance ({criterion})" if report["ok"]
-                 else f"first output beyond tolerance ({criterion}): {report['first_failure']}")
+    lines.append(
+        f"all outputs within tolerance ({criterion})"
+        if report["ok"]
+        else f"first output beyond tolerance ({criterion}): {report['first_failure']}"
+    )
     return "\n".join(lines)

@@ -48,9 +48,21 @@ def int8_available() -> bool:
     try:
         weight = torch.ones(4, 8, dtype=torch.int8)
         packed = torch.ops.onednn.qlinear_prepack(weight, [2, 8])
-        out = torch.ops.onednn.qlinear_pointwise(torch.full((2, 8), 130, dtype=torch.uint8), 0.5, 128, packed,
-                                                 torch.ones(4), torch.zeros(4, dtype=torch.long), None, 1.0, 0,
-                                                 torch.float32, "none", [], "")
+        out = torch.ops.onednn.qlinear_pointwise(
+            torch.full((2, 8), 130, dtype=torch.uint8),
+            0.5,
+            128,
+            packed,
+            torch.ones(4),
+            torch.zeros(4, dtype=torch.long),
+            None,
+            1.0,
+            0,
+            torch.float32,
+            "none",
+            [],
+            "",
+        )
         return bool(torch.equal(out, torch.full((2, 4), 8.0)))  # (130 - 128) * 0.5 * 1 * 8 inputs
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
@@ -66,8 +78,15 @@ class Int8Linear(nn.Module):
     None asks minibert.cpu.
     """
 
-    def __init__(self, linear: nn.Linear, input_absmax: torch.Tensor | None = None, alpha: float = 0.7,
-                 gelu: bool = False, owns_input: bool = False, weight_max: int | None = None):
+    def __init__(
+        self,
+        linear: nn.Linear,
+        input_absmax: torch.Tensor | None = None,
+        alpha: float = 0.7,
+        gelu: bool = False,
+        owns_input: bool = False,
+        weight_max: int | None = None,
+    ):
         super().__init__()
         weight = linear.weight.detach().float()  # (out, in)
         smooth = torch.ones(weight.shape[1])
@@ -78,8 +97,9 @@ class Int8Linear(nn.Module):
         bias = linear.bias.detach().float() if linear.bias is not None else None
         self._set(weight * smooth, 1 / smooth, bias, gelu, owns_input, weight_max)  # column j times s_j
 
-    def _set(self, smoothed_weight, inverse_smooth, bias, gelu, owns_input, weight_max=None, int8_weight=None,
-             scale=None):
+    def _set(
+        self, smoothed_weight, inverse_smooth, bias, gelu, owns_input, weight_max=None, int8_weight=None, scale=None
+    ):
         """Quantize `smoothed_weight` (out, in) to [-weight_max, weight_max] per output channel, or take
         `int8_weight` and `scale` as they are (a saved model), and pack it for oneDNN."""
         self.weight_max = weight_max or (127 if features().vnni else 63)
@@ -124,9 +144,21 @@ class Int8Linear(nn.Module):
         # and cast through int32, which is 3x faster here than float -> uint8 in one step
         q = x.mul_(1 / scale).add_(zero_point + 0.5).clamp_(0, 255).to(torch.int32).to(torch.uint8)  # (M, in)
         post_op = self.gelu and features().fused_gelu  # where oneDNN's GELU post-op pays (minibert.cpu)
-        y = torch.ops.onednn.qlinear_pointwise(q, scale, zero_point, self.packed, self.weight_scale,
-                                               self.weight_zero_point, self.bias, 1.0, 0, torch.float32,
-                                               "gelu" if post_op else "none", [], "none" if post_op else "")
+        y = torch.ops.onednn.qlinear_pointwise(
+            q,
+            scale,
+            zero_point,
+            self.packed,
+            self.weight_scale,
+            self.weight_zero_point,
+            self.bias,
+            1.0,
+            0,
+            torch.float32,
+            "gelu" if post_op else "none",
+            [],
+            "none" if post_op else "",
+        )
         if self.gelu and not post_op:
             y = torch.nn.functional.gelu(y)
         return y.reshape(*shape[:-1], self.out_features)
@@ -145,9 +177,11 @@ def linear_input_absmax(model: BertModel, batches, names=None) -> dict[str, torc
         seen = x.abs().reshape(-1, x.shape[-1]).amax(0).float()
         absmax[name] = torch.maximum(absmax[name], seen) if name in absmax else seen
 
-    hooks = [module.register_forward_pre_hook(functools.partial(record, name))
-             for name, module in model.named_modules()
-             if isinstance(module, nn.Linear) and (names is None or name in names)]
+    hooks = [
+        module.register_forward_pre_hook(functools.partial(record, name))
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and (names is None or name in names)
+    ]
     try:
         with torch.inference_mode():
             for batch in batches:
@@ -166,7 +200,7 @@ def calibration_texts(vocab: dict[str, int], max_words: int, n: int = 128, seed:
         raise ValueError("the vocabulary holds no whole words to build calibration texts from")
     rng = np.random.default_rng(seed)
     counts = np.clip(rng.lognormal(np.log(40), 0.9, size=n), 2, max_words).astype(int)
-    counts[:: 16] = max_words
+    counts[::16] = max_words
     return [" ".join(rng.choice(words, size=k)) for k in counts]
 
 
@@ -248,8 +282,9 @@ def load_int8_model(folder) -> BertModel:
     for base, parts in saved.items():  # the encoder's checks see the dequantized weight in its place
         missing = sorted({"weight", "weight_scale", "input_scale"} - parts.keys())
         if missing:
-            raise CheckpointError(f"{origin[f'{base}.{next(iter(parts))}']}: int8 layer {base!r} lacks its "
-                                  f"{missing[0]}")
+            raise CheckpointError(
+                f"{origin[f'{base}.{next(iter(parts))}']}: int8 layer {base!r} lacks its {missing[0]}"
+            )
         floats[base + ".weight"] = parts["weight"].float() * parts["weight_scale"][:, None] / parts["input_scale"]
     state, _ = encoder_weights(floats, origin, config)
     model = build_model(config, state)
@@ -260,8 +295,14 @@ def load_int8_model(folder) -> BertModel:
             raise CheckpointError(f"{folder}: the int8 model has no quantized layer {prefix!r}")
         bias = floats.get(prefix + ".bias")
         parts = saved[prefix]
-        return Int8Linear.from_saved(parts["weight"], parts["weight_scale"].float(), parts["input_scale"].float(),
-                                     None if bias is None else bias.float(), gelu, owns_input,
-                                     int(entry.get("weight_max", 127)))
+        return Int8Linear.from_saved(
+            parts["weight"],
+            parts["weight_scale"].float(),
+            parts["input_scale"].float(),
+            None if bias is None else bias.float(),
+            gelu,
+            owns_input,
+            int(entry.get("weight_max", 127)),
+        )
 
     return swap_linear_layers(model, make)

@@ -25,9 +25,19 @@ class MinibertEmbedder:
     """One Encoder per Ray actor. Batches are dicts of columns (Ray's default numpy batch format) or
     pandas DataFrames; the result is the same batch with `output_column` added, float32 (rows, dim)."""
 
-    def __init__(self, model=None, *, text_column: str = "text", output_column: str = "embedding",
-                 pooling: str | None = None, normalize: bool | None = None, max_length: int | None = None,
-                 batch_size: int = 32, quantize: str | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        model=None,
+        *,
+        text_column: str = "text",
+        output_column: str = "embedding",
+        pooling: str | None = None,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        quantize: str | None = None,
+        threads: int | None = None,
+    ):
         import torch
 
         from minibert.encoder import Encoder
@@ -36,14 +46,15 @@ class MinibertEmbedder:
             torch.set_num_threads(threads)
         self.encoder = Encoder.from_pretrained(model, quantize=quantize)
         self.text_column, self.output_column = text_column, output_column
-        self.options = {"pooling": pooling, "normalize": normalize, "max_length": max_length,
-                        "batch_size": batch_size}
+        self.options = {"pooling": pooling, "normalize": normalize, "max_length": max_length, "batch_size": batch_size}
 
     def __call__(self, batch):
         if self.text_column not in batch:
             columns = list(batch.keys()) if isinstance(batch, dict) else list(batch.columns)
-            raise KeyError(f"no column {self.text_column!r} in the batch (columns: {', '.join(map(str, columns))}); "
-                           "pass fn_constructor_kwargs={'text_column': ...}")
+            raise KeyError(
+                f"no column {self.text_column!r} in the batch (columns: {', '.join(map(str, columns))}); "
+                "pass fn_constructor_kwargs={'text_column': ...}"
+            )
         texts = batch[self.text_column]
         texts = [t if isinstance(t, str) else str(t) for t in (texts.tolist() if hasattr(texts, "tolist") else texts)]
         vectors = self.encoder.encode(texts, **self.options) if texts else np.empty((0, self.encoder.dim), np.float32)

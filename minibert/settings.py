@@ -20,8 +20,10 @@ def check_pooling(pooling, has_pooler: bool) -> None:
 def check_max_length(value, config: BertConfig, name: str = "max_length") -> None:
     limit = config.max_position_embeddings
     if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= limit:
-        raise ValueError(f"{name} must be an integer from 2 (room for [CLS] and [SEP]) to the model's "
-                         f"max_position_embeddings {limit}, got {value!r}")
+        raise ValueError(
+            f"{name} must be an integer from 2 (room for [CLS] and [SEP]) to the model's "
+            f"max_position_embeddings {limit}, got {value!r}"
+        )
 
 
 def check_batch_size(value) -> None:
@@ -35,8 +37,10 @@ def check_vocabulary(tokenizer, config: BertConfig) -> None:
     top = max(tokenizer.backend.get_vocab(with_added_tokens=True).values(), default=-1)
     if top >= config.vocab_size:
         token = tokenizer.backend.id_to_token(top)
-        raise ValueError(f"the tokenizer maps {token!r} to id {top}, but the model's vocab_size is "
-                         f"{config.vocab_size}: the tokenizer does not belong to this model")
+        raise ValueError(
+            f"the tokenizer maps {token!r} to id {top}, but the model's vocab_size is "
+            f"{config.vocab_size}: the tokenizer does not belong to this model"
+        )
 
 
 def saved_quantization(folder) -> bool:

@@ -73,11 +73,13 @@ def layer(w, config, x, mask, i):
     p = f"encoder.layer.{i}."
     eps = config.layer_norm_eps
     attended, probs = attention(w, config, x, mask, i)
-    x = layer_norm(x + attended, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"],
-                   eps)
+    x = layer_norm(
+        x + attended, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], eps
+    )
     hidden = gelu(linear(x, w, p + "intermediate.dense"))  # (B, L, I)
-    x = layer_norm(x + linear(hidden, w, p + "output.dense"), w[p + "output.LayerNorm.weight"],
-                   w[p + "output.LayerNorm.bias"], eps)
+    x = layer_norm(
+        x + linear(hidden, w, p + "output.dense"), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps
+    )
     return x, probs
 
 
@@ -99,8 +101,7 @@ def encode(w, config, input_ids, attention_mask=None, token_type_ids=None):
         hidden_states.append(x)
         attentions.append(probs)
     pooler = np.tanh(linear(x[:, 0], w, "pooler.dense")) if "pooler.dense.weight" in w else None
-    return {"last_hidden_state": x, "pooler_output": pooler, "hidden_states": hidden_states,
-            "attentions": attentions}
+    return {"last_hidden_state": x, "pooler_output": pooler, "hidden_states": hidden_states, "attentions": attentions}
 
 
 def load_weights(folder, dtype=np.float32) -> dict:
@@ -111,5 +112,8 @@ def load_weights(folder, dtype=np.float32) -> dict:
     from safetensors.numpy import load_file
 
     tensors = load_file(Path(folder) / "model.safetensors")
-    return {k.removeprefix("bert."): v.astype(dtype) for k, v in tensors.items()
-            if not k.startswith(("cls.", "classifier.", "qa_outputs.")) and not k.endswith("position_ids")}
+    return {
+        k.removeprefix("bert."): v.astype(dtype)
+        for k, v in tensors.items()
+        if not k.startswith(("cls.", "classifier.", "qa_outputs.")) and not k.endswith("position_ids")
+    }

@@ -36,8 +36,9 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
             config_file = _inside(folder, module.get("path", ""), modules_file) / "config.json"
             switches = _json_object(config_file)
             modes = [name for key, name in _ST_POOLING_KEYS.items() if switches.get(key)]
-            others = [k for k, v in switches.items()
-                      if k.startswith("pooling_mode_") and k not in _ST_POOLING_KEYS and v]
+            others = [
+                k for k, v in switches.items() if k.startswith("pooling_mode_") and k not in _ST_POOLING_KEYS and v
+            ]
             if len(modes) != 1 or others:
                 raise ValueError(f"{config_file}: minibert pools one way at a time; this asks for {modes + others}")
             settings["pooling"] = modes[0]

@@ -35,8 +35,17 @@ FOOTER_SIZE = 48
 BLOCK_TRAILER_SIZE = 5
 
 # TensorFlow DataType enum values -> numpy dtypes (little-endian); others are refused by name.
-DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8"), 3: np.dtype("<i4"), 4: np.dtype("u1"), 5: np.dtype("<i2"),
-          6: np.dtype("i1"), 9: np.dtype("<i8"), 10: np.dtype("?"), 19: np.dtype("<f2")}
+DTYPES = {
+    1: np.dtype("<f4"),
+    2: np.dtype("<f8"),
+    3: np.dtype("<i4"),
+    4: np.dtype("u1"),
+    5: np.dtype("<i2"),
+    6: np.dtype("i1"),
+    9: np.dtype("<i8"),
+    10: np.dtype("?"),
+    19: np.dtype("<f2"),
+}
 DTYPE_NAMES = {7: "string", 8: "complex64", 14: "bfloat16", 18: "complex128", 20: "resource", 21: "variant"}
 
 
@@ -79,10 +88,13 @@ class TFCheckpoint:
         header = parse_message(entries.pop(b""), self.index_path, "bundle header")
         self.num_shards = header.get(1, [1])[0]
         if header.get(2, [0])[0] != 0:
-            raise TFCheckpointError(f"{self.index_path}: the bundle header says big-endian; only little-endian "
-                                    "checkpoints are supported")
-        self.entries = {_name(key, self.index_path): _entry(_name(key, self.index_path), value, self.index_path)
-                        for key, value in entries.items()}
+            raise TFCheckpointError(
+                f"{self.index_path}: the bundle header says big-endian; only little-endian checkpoints are supported"
+            )
+        self.entries = {
+            _name(key, self.index_path): _entry(_name(key, self.index_path), value, self.index_path)
+            for key, value in entries.items()
+        }
         self._shards: dict[int, np.memmap] = {}
 
     def names(self) -> list[str]:
@@ -98,18 +110,24 @@ class TFCheckpoint:
         """The tensor `name` as a read-only numpy array over the memory-mapped data file."""
         e = self.entries[name]
         if e.dtype not in DTYPES:
-            raise TFCheckpointError(f"{self.index_path}: variable {name!r} has dtype "
-                                    f"{DTYPE_NAMES.get(e.dtype, e.dtype)}, which minibert does not read")
+            raise TFCheckpointError(
+                f"{self.index_path}: variable {name!r} has dtype "
+                f"{DTYPE_NAMES.get(e.dtype, e.dtype)}, which minibert does not read"
+            )
         dtype = DTYPES[e.dtype]
         count = math.prod(e.shape)  # Python ints: a crafted shape cannot wrap around to a matching size
         if count * dtype.itemsize != e.size:
-            raise TFCheckpointError(f"{self.index_path}: variable {name!r} has shape {e.shape} of {dtype}, "
-                                    f"{count * dtype.itemsize} bytes, but its entry says {e.size}")
+            raise TFCheckpointError(
+                f"{self.index_path}: variable {name!r} has shape {e.shape} of {dtype}, "
+                f"{count * dtype.itemsize} bytes, but its entry says {e.size}"
+            )
         path = self.shard_path(e.shard_id)
         data = self._shard(e.shard_id, path)
         if e.offset + e.size > len(data):
-            raise TFCheckpointError(f"{path}: truncated: variable {name!r} needs bytes {e.offset}..{e.offset + e.size}"
-                                    f" but the file has {len(data)}")
+            raise TFCheckpointError(
+                f"{path}: truncated: variable {name!r} needs bytes {e.offset}..{e.offset + e.size}"
+                f" but the file has {len(data)}"
+            )
         raw = data[e.offset : e.offset + e.size]
         if self.verify and mask_crc(crc32c(raw)) != e.crc32c:
             raise TFCheckpointError(f"{path}: checksum mismatch for variable {name!r}: the data is corrupt")
@@ -119,8 +137,9 @@ class TFCheckpoint:
         if shard_id not in self._shards:
             if not path.is_file():
                 raise FileNotFoundError(f"TensorFlow checkpoint data file not found: {path}")
-            self._shards[shard_id] = (np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size
-                                      else np.zeros(0, np.uint8))
+            self._shards[shard_id] = (
+                np.memmap(path, dtype=np.uint8, mode="r") if path.stat().st_size else np.zeros(0, np.uint8)
+            )
         return self._shards[shard_id]
 
 
@@ -139,11 +158,19 @@ def _entry(name: str, value: bytes, path: Path) -> BundleEntry:
         shape = tuple(parse_message(dim, path, f"shape of {name!r}").get(1, [0])[0] for dim in shape_fields.get(2, []))
     if 7 in fields:
         raise TFCheckpointError(f"{path}: variable {name!r} is stored in slices, which minibert does not read")
-    return BundleEntry(name=name, dtype=fields.get(1, [0])[0], shape=shape, shard_id=fields.get(3, [0])[0],
-                       offset=fields.get(4, [0])[0], size=fields.get(5, [0])[0], crc32c=fields.get(6, [0])[0])
+    return BundleEntry(
+        name=name,
+        dtype=fields.get(1, [0])[0],
+        shape=shape,
+        shard_id=fields.get(3, [0])[0],
+        offset=fields.get(4, [0])[0],
+        size=fields.get(5, [0])[0],
+        crc32c=fields.get(6, [0])[0],
+    )
 
 
 # --- the sorted table ------------------------------------------------------------------------------
+
 
 def read_table(path: Path):
     """Yield (key, value) for every entry of the table file at `path`, in key order."""
@@ -177,8 +204,10 @@ def _block(data: bytes, handle: tuple[int, int], path: Path) -> bytes:
     if mask_crc(crc32c(data[offset : offset + size + 1])) != stored:
         raise TFCheckpointError(f"{path}: checksum mismatch in the block at byte {offset}: the index is corrupt")
     if kind != 0:
-        raise TFCheckpointError(f"{path}: block at {offset} uses compression type {kind}; only uncompressed "
-                                "tables (what TensorFlow writes for checkpoints) are supported")
+        raise TFCheckpointError(
+            f"{path}: block at {offset} uses compression type {kind}; only uncompressed "
+            "tables (what TensorFlow writes for checkpoints) are supported"
+        )
     return block
 
 
@@ -203,6 +232,7 @@ def _block_entries(block: bytes, path: Path):
 
 
 # --- protobuf wire format --------------------------------------------------------------------------
+
 
 def read_varint(buf: bytes, pos: int, path="data") -> tuple[int, int]:
     result = shift = 0
@@ -346,8 +376,12 @@ def google_to_hf(name: str) -> tuple[str, bool] | None:
     key = re.sub(r"/layer_(\d+)/", r"/layer/\1/", name).replace("/", ".")
     if re.fullmatch(r"bert\.embeddings\.(word|position|token_type)_embeddings", key):
         return key + ".weight", False
-    for suffix, new, transpose in ((".kernel", ".weight", True), (".gamma", ".weight", False),
-                                   (".beta", ".bias", False), (".bias", ".bias", False)):
+    for suffix, new, transpose in (
+        (".kernel", ".weight", True),
+        (".gamma", ".weight", False),
+        (".beta", ".bias", False),
+        (".bias", ".bias", False),
+    ):
         if key.endswith(suffix) and key.startswith(("bert.", "cls.")):
             return key.removesuffix(suffix) + new, transpose
     raise TFCheckpointError(f"unexpected variable {name!r}")

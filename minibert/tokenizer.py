@@ -37,17 +37,26 @@ class Tokenizer:
                 raise ValueError(f"the vocabulary has no {token} token")
         unk = getattr(backend.model, "unk_token", None)  # WordPiece's stand-in for words it cannot split
         if unk is not None and unk not in backend.get_vocab(with_added_tokens=False):
-            raise ValueError(f"the WordPiece vocabulary lacks its unknown token {unk!r}, which a word it cannot "
-                             "split into wordpieces needs")
+            raise ValueError(
+                f"the WordPiece vocabulary lacks its unknown token {unk!r}, which a word it cannot "
+                "split into wordpieces needs"
+            )
         self.pad_token_id = backend.token_to_id("[PAD]")
         self.mask_token_id = backend.token_to_id("[MASK]")
 
     # --- construction ------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, name_or_path, *, lowercase: bool | None = None, strip_accents: bool | None = None,
-                        tokenize_chinese_chars: bool | None = None, revision: str | None = None,
-                        local_files_only: bool = False) -> Tokenizer:
+    def from_pretrained(
+        cls,
+        name_or_path,
+        *,
+        lowercase: bool | None = None,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+    ) -> Tokenizer:
         """`tokenizer.json` when the folder has one, else `vocab.txt` (+ `tokenizer_config.json`).
 
         The keyword arguments override the folder's normalisation settings. A folder with only
@@ -60,8 +69,11 @@ class Tokenizer:
         max_length = settings.get("model_max_length")
         if not isinstance(max_length, int) or not 0 < max_length <= 1_000_000:
             max_length = 512  # unset, or the "very large integer" placeholder of some configs
-        overrides = {"lowercase": lowercase, "strip_accents": strip_accents,
-                     "handle_chinese_chars": tokenize_chinese_chars}
+        overrides = {
+            "lowercase": lowercase,
+            "strip_accents": strip_accents,
+            "handle_chinese_chars": tokenize_chinese_chars,
+        }
         overrides = {k: v for k, v in overrides.items() if v is not None}
 
         if (folder / "tokenizer.json").is_file():
@@ -90,12 +102,24 @@ class Tokenizer:
             strip_accents = settings.get("strip_accents")
         if tokenize_chinese_chars is None:
             tokenize_chinese_chars = settings.get("tokenize_chinese_chars", True)
-        return cls.from_vocab(folder / "vocab.txt", lowercase=lowercase, strip_accents=strip_accents,
-                              tokenize_chinese_chars=tokenize_chinese_chars, model_max_length=max_length)
+        return cls.from_vocab(
+            folder / "vocab.txt",
+            lowercase=lowercase,
+            strip_accents=strip_accents,
+            tokenize_chinese_chars=tokenize_chinese_chars,
+            model_max_length=max_length,
+        )
 
     @classmethod
-    def from_vocab(cls, vocab_path, *, lowercase: bool, strip_accents: bool | None = None,
-                   tokenize_chinese_chars: bool = True, model_max_length: int = 512) -> Tokenizer:
+    def from_vocab(
+        cls,
+        vocab_path,
+        *,
+        lowercase: bool,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool = True,
+        model_max_length: int = 512,
+    ) -> Tokenizer:
         """Build BERT's tokenizer from a `vocab.txt`, one wordpiece per line, the line number its id."""
         from tokenizers import Tokenizer as Backend
         from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
@@ -105,12 +129,16 @@ class Tokenizer:
             with open(vocab_path, encoding="utf-8-sig") as f:
                 tokens = [line.rstrip("\n") for line in f]
         except UnicodeDecodeError as e:
-            raise ValueError(f"{vocab_path} is not UTF-8 text (byte {e.start}): a vocab.txt holds one UTF-8 "
-                             "wordpiece per line") from None
+            raise ValueError(
+                f"{vocab_path} is not UTF-8 text (byte {e.start}): a vocab.txt holds one UTF-8 wordpiece per line"
+            ) from None
         for i, token in enumerate(tokens):
             if token in vocab:  # the last line wins, as in transformers' BertTokenizer (fast)
-                warnings.warn(f"{vocab_path}: {token!r} is on line {lines[token] + 1} and again on line {i + 1}; "
-                              f"it gets id {i}, and id {lines[token]} decodes to nothing", stacklevel=3)
+                warnings.warn(
+                    f"{vocab_path}: {token!r} is on line {lines[token] + 1} and again on line {i + 1}; "
+                    f"it gets id {i}, and id {lines[token]} decodes to nothing",
+                    stacklevel=3,
+                )
             vocab[token], lines[token] = i, i
         if not vocab:
             raise ValueError(f"{vocab_path} is empty")
@@ -121,7 +149,9 @@ class Tokenizer:
         backend = Backend(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         # strip_accents=None means "follow lowercase", as in the original BasicTokenizer.
         backend.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=tokenize_chinese_chars, strip_accents=strip_accents,
+            clean_text=True,
+            handle_chinese_chars=tokenize_chinese_chars,
+            strip_accents=strip_accents,
             lowercase=lowercase,
         )
         backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # split on whitespace and punctuation
@@ -141,8 +171,9 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.backend.get_vocab_size(with_added_tokens=True)
 
-    def __call__(self, texts, text_pairs=None, *, max_length: int | None = None, truncation: bool = True,
-                 padding: bool = True) -> dict:
+    def __call__(
+        self, texts, text_pairs=None, *, max_length: int | None = None, truncation: bool = True, padding: bool = True
+    ) -> dict:
         """Tokenize a text or a list of texts (and their pairs) into `input_ids`, `token_type_ids` and
         `attention_mask`, each a (B, L) int64 tensor. Padding is to the longest in the batch;
         truncation (longest first, for pairs) is to `max_length`, by default the model's maximum."""
@@ -231,8 +262,10 @@ class Tokenizer:
             "strip_accents": normalizer.strip_accents,
             "tokenize_chinese_chars": normalizer.handle_chinese_chars,
             "model_max_length": self.model_max_length,
-            **{name: f"[{name.removesuffix('_token').upper()}]" for name in
-               ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")},
+            **{
+                name: f"[{name.removesuffix('_token').upper()}]"
+                for name in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+            },
         }
         write_text(directory / "tokenizer_config.json", json.dumps(settings, indent=2) + "\n")
 
@@ -266,8 +299,10 @@ def _check_unicode(texts: list[str], name: str) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
-            raise ValueError(f"{name}[{i}] is not valid Unicode text: {text[e.start]!r} at character {e.start} "
-                             "(invalid UTF-8 in the input?)") from None
+            raise ValueError(
+                f"{name}[{i}] is not valid Unicode text: {text[e.start]!r} at character {e.start} "
+                "(invalid UTF-8 in the input?)"
+            ) from None
 
 
 def _lowercase_from_name(folder: os.PathLike) -> bool | None:

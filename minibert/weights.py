@@ -117,7 +117,10 @@ def to_hf_name(name: str) -> str:
 
 # In order of preference: safetensors cannot run code when read, pickle-based .bin files can.
 WEIGHT_FILES = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json",
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
 )
 CONFIG_FILES = ("config.json", "bert_config.json")
 
@@ -170,8 +173,10 @@ def _tf_index(folder: Path) -> Path | None:
     found = sorted(folder.glob("*.index"))
     found = [p for p in found if not p.name.endswith(".index.json")]
     if len(found) > 1:
-        raise CheckpointError(f"{folder} holds several TensorFlow checkpoints ({', '.join(p.name for p in found)});"
-                              " point at a folder with one")
+        raise CheckpointError(
+            f"{folder} holds several TensorFlow checkpoints ({', '.join(p.name for p in found)});"
+            " point at a folder with one"
+        )
     return found[0] if found else None
 
 
@@ -238,11 +243,19 @@ def _read_torch_bin(path: Path) -> dict[str, torch.Tensor]:
 
 # --- filling a model -------------------------------------------------------------------------------
 
+
 class _SkipRandomInit(TorchFunctionMode):
     """Turns the random initialisers into no-ops (they return their tensor untouched)."""
 
-    NAMES = {"normal_", "uniform_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
-             "xavier_normal_"}
+    NAMES = {
+        "normal_",
+        "uniform_",
+        "trunc_normal_",
+        "kaiming_uniform_",
+        "kaiming_normal_",
+        "xavier_uniform_",
+        "xavier_normal_",
+    }
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -274,9 +287,7 @@ def encoder_weights(tensors: dict, origin: dict, config: BertConfig) -> tuple[di
         name = to_minibert_name(norm)
         if name is None:
             if not any(p.match(norm) for p in _IGNORED):
-                raise CheckpointError(
-                    f"{origin[key]}: unexpected key {key!r}" + _layer_hint(norm, config)
-                )
+                raise CheckpointError(f"{origin[key]}: unexpected key {key!r}" + _layer_hint(norm, config))
             rest.append(key)
             continue
         if name not in expected:
@@ -297,8 +308,7 @@ def encoder_weights(tensors: dict, origin: dict, config: BertConfig) -> tuple[di
     if missing:
         where = sorted({str(p) for p in origin.values()}) or ["(empty checkpoint)"]
         raise CheckpointError(
-            f"{', '.join(where)}: missing encoder weight {to_hf_name(missing[0])!r} "
-            f"({len(missing)} missing in all)"
+            f"{', '.join(where)}: missing encoder weight {to_hf_name(missing[0])!r} ({len(missing)} missing in all)"
         )
     pooler = {"pooler.dense.weight", "pooler.dense.bias"}
     if len(pooler & state.keys()) == 1:
@@ -311,8 +321,9 @@ def check_finite(t: torch.Tensor, key: str, where) -> None:
     """A NaN or infinity in a weight makes every output NaN: refuse it at load, naming the key."""
     if not _all_finite(t):
         bad = int(t.numel() - torch.isfinite(t).sum())
-        raise CheckpointError(f"{where}: {key!r} holds {bad} NaN or infinite value{'s' if bad > 1 else ''} "
-                              f"(of {t.numel()})")
+        raise CheckpointError(
+            f"{where}: {key!r} holds {bad} NaN or infinite value{'s' if bad > 1 else ''} (of {t.numel()})"
+        )
 
 
 def _all_finite(t: torch.Tensor) -> bool:
@@ -332,8 +343,10 @@ def cast(model, device, dtype, where):
     model = model.to(device=as_device(device), dtype=target)
     for name, t in model.state_dict().items():
         if before[name] != target and not _all_finite(t):
-            raise CheckpointError(f"{where}: {name!r} has values too large for {target} (they become infinite); "
-                                  "load it in a wider dtype such as torch.float32")
+            raise CheckpointError(
+                f"{where}: {name!r} has values too large for {target} (they become infinite); "
+                "load it in a wider dtype such as torch.float32"
+            )
     return model.eval()
 
 
@@ -384,11 +397,13 @@ def read_checkpoint(name_or_path, *, revision=None, local_files_only=False):
     return (folder, read_config(folder), *read_state_dict(folder))
 
 
-def load_model(name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False,
-               attention: str = "sdpa") -> BertModel:
+def load_model(
+    name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False, attention: str = "sdpa"
+) -> BertModel:
     as_device(device), as_dtype(dtype)  # refused before the files are read
-    folder, config, tensors, origin = read_checkpoint(name_or_path, revision=revision,
-                                                      local_files_only=local_files_only)
+    folder, config, tensors, origin = read_checkpoint(
+        name_or_path, revision=revision, local_files_only=local_files_only
+    )
     state, rest = encoder_weights(tensors, origin, config)
     if rest:
         logger.info("%s: left %d non-encoder keys unused (%s, ...)", folder, len(rest), rest[0])
@@ -415,8 +430,7 @@ def save_model(model: BertModel, directory, prefix: str = "") -> None:
     save_safetensors(tensors, directory / "model.safetensors")
 
 
-def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False,
-                    **kwargs):
+def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False, **kwargs):
     """A model of one of the head classes in minibert/heads.py, from any checkpoint the encoder loads from.
 
     The encoder must be complete (as for BertModel); head weights are taken where the checkpoint has
@@ -424,8 +438,9 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
     and named in a warning. Keys of other heads are ignored.
     """
     as_device(device), as_dtype(dtype)  # refused before the files are read
-    folder, config, tensors, origin = read_checkpoint(name_or_path, revision=revision,
-                                                      local_files_only=local_files_only)
+    folder, config, tensors, origin = read_checkpoint(
+        name_or_path, revision=revision, local_files_only=local_files_only
+    )
     encoder_state, rest = encoder_weights(tensors, origin, config)
     found = {normalize_key(k): k for k in rest}
     if "cls.predictions.bias" not in found and "cls.predictions.decoder.bias" in found:
@@ -433,8 +448,9 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
     head_state = {HEAD_MAP[norm]: key for norm, key in found.items() if norm in HEAD_MAP}
     takes_labels = "num_labels" in inspect.signature(cls).parameters
     if takes_labels and kwargs.get("num_labels") is None:  # from the checkpoint's classifier, else 2
-        kwargs["num_labels"] = tensors[head_state["classifier.weight"]].shape[0] if "classifier.weight" in \
-            head_state else 2
+        kwargs["num_labels"] = (
+            tensors[head_state["classifier.weight"]].shape[0] if "classifier.weight" in head_state else 2
+        )
 
     with skeleton():
         expected = cls(config, **kwargs).state_dict()
@@ -448,16 +464,21 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
         key = head_state[name]
         t = tensors[key]
         if tuple(t.shape) != tuple(expected[name].shape):
-            raise CheckpointError(f"{origin[key]}: {key!r} has shape {tuple(t.shape)}, but {cls.__name__} "
-                                  f"expects {tuple(expected[name].shape)}")
+            raise CheckpointError(
+                f"{origin[key]}: {key!r} has shape {tuple(t.shape)}, but {cls.__name__} "
+                f"expects {tuple(expected[name].shape)}"
+            )
         check_finite(t, key, origin[key])
         state[name] = t
     missing = [name for name in expected if name not in state]
     if missing:  # real weights with BERT's init for what the checkpoint lacks
         model = cls(config, **kwargs)
         model.newly_initialized = [hf_name(name) for name in missing]
-        warnings.warn(f"{folder}: {cls.__name__} weights not in the checkpoint, newly initialised: "
-                      f"{', '.join(model.newly_initialized)}", stacklevel=3)
+        warnings.warn(
+            f"{folder}: {cls.__name__} weights not in the checkpoint, newly initialised: "
+            f"{', '.join(model.newly_initialized)}",
+            stacklevel=3,
+        )
     else:
         with skeleton():
             model = cls(config, **kwargs)
@@ -497,13 +518,21 @@ def save_safetensors(tensors: dict, path: Path) -> None:
 
 # --- BertModel's loading methods, kept here beside the formats so that model.py only computes ----------
 
-def _from_pretrained(cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False,
-                     attention: str = "sdpa") -> BertModel:
+
+def _from_pretrained(
+    cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False, attention: str = "sdpa"
+) -> BertModel:
     """Load a checkpoint folder or Hub id: safetensors (sharded or not), pytorch_model.bin, or a Google
     TensorFlow checkpoint. Weights are float32 unless `dtype` says otherwise; `attention` is "sdpa"
     (fused) or "eager" (the equations step by step)."""
-    return load_model(name_or_path, device=device, dtype=dtype, revision=revision,
-                      local_files_only=local_files_only, attention=attention)
+    return load_model(
+        name_or_path,
+        device=device,
+        dtype=dtype,
+        revision=revision,
+        local_files_only=local_files_only,
+        attention=attention,
+    )
 
 
 def _save_pretrained(self, directory) -> None:

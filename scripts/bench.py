@@ -130,12 +130,21 @@ def case_dense(args, tmp):
         with torch.inference_mode():
             t = alternate({"ours": lambda ids=ids: ours(ids), "theirs": lambda ids=ids: theirs(ids)}, args.repeats)
         gflops = encoder_flops(ours.config, B, L) / t["ours"] / 1e9
-        row = dict(batch=B, length=L, minibert_s=t["ours"], transformers_s=t["theirs"],
-                   ratio=t["theirs"] / t["ours"], tokens_per_s=B * L / t["ours"], gflops=gflops,
-                   roofline_fraction=gflops / peak)
+        row = dict(
+            batch=B,
+            length=L,
+            minibert_s=t["ours"],
+            transformers_s=t["theirs"],
+            ratio=t["theirs"] / t["ours"],
+            tokens_per_s=B * L / t["ours"],
+            gflops=gflops,
+            roofline_fraction=gflops / peak,
+        )
         rows.append(row)
-        print(f"{f'{B}x{L}':>8}{row['minibert_s']:12.4f}{row['transformers_s']:10.4f}{row['ratio']:8.2f}"
-              f"{row['tokens_per_s']:10.0f}{gflops:9.0f}{gflops / peak:8.0%}")
+        print(
+            f"{f'{B}x{L}':>8}{row['minibert_s']:12.4f}{row['transformers_s']:10.4f}{row['ratio']:8.2f}"
+            f"{row['tokens_per_s']:10.0f}{gflops:9.0f}{gflops / peak:8.0%}"
+        )
     RESULTS["dense"] = {"roofline_gflops": peak, "rows": rows}
 
 
@@ -144,8 +153,9 @@ def plain_transformers_encode(model, tokenizer, texts, batch_size, max_length, d
     out = []
     with torch.inference_mode():
         for i in range(0, len(texts), batch_size):
-            batch = tokenizer(texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="pt").to(device)
+            batch = tokenizer(
+                texts[i : i + batch_size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            ).to(device)
             h = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
             v = (h * mask).sum(1) / mask.sum(1)
@@ -180,8 +190,13 @@ def case_corpus(args, tmp):
     for name, seconds in t.items():
         print(f"{name:24}{seconds:9.2f}{len(corpus) / seconds:9.1f}{t[name] / t['minibert']:13.2f}x")
     print(f"max abs diff of embeddings: vs sentence-transformers {diff_st:.1e}, vs transformers {diff_hf:.1e}")
-    RESULTS["corpus"] = {"texts": len(corpus), "tokens": n_tokens, "seconds": t, "max_abs_diff_st": diff_st,
-                         "max_abs_diff_transformers": diff_hf}
+    RESULTS["corpus"] = {
+        "texts": len(corpus),
+        "tokens": n_tokens,
+        "seconds": t,
+        "max_abs_diff_st": diff_st,
+        "max_abs_diff_transformers": diff_hf,
+    }
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -192,8 +207,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def natural_sentences() -> list[str]:
     """The 432 short review sentences of scripts/data, a second, natural test set for reduced precision."""
     data = Path(__file__).parent / "data"
-    return [line.split("\t", 1)[1] for name in ("sentiment_train.tsv", "sentiment_test.tsv")
-            for line in (data / name).read_text(encoding="utf-8").splitlines()[1:]]
+    return [
+        line.split("\t", 1)[1]
+        for name in ("sentiment_train.tsv", "sentiment_test.tsv")
+        for line in (data / name).read_text(encoding="utf-8").splitlines()[1:]
+    ]
 
 
 def case_precision(args, tmp):
@@ -203,8 +221,10 @@ def case_precision(args, tmp):
     int8 = Encoder.from_pretrained(folder, quantize="int8")
     corpus = make_corpus(f32.tokenizer, min(args.texts, 500), seed=1)
     vectors = {}
-    fns = {name: (lambda e=e, name=name: vectors.__setitem__(name, e.encode(corpus)))
-           for name, e in (("float32", f32), ("bfloat16", bf16), ("int8", int8))}
+    fns = {
+        name: (lambda e=e, name=name: vectors.__setitem__(name, e.encode(corpus)))
+        for name, e in (("float32", f32), ("bfloat16", bf16), ("int8", int8))
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = alternate(fns, args.repeats)
@@ -216,18 +236,31 @@ def case_precision(args, tmp):
         iu = np.triu_indices(len(v), 1)
         return float(cos.min()), float(cos.mean()), spearman((v @ v.T)[iu], (ref @ ref.T)[iu])
 
-    print(f"\n## precision: all-MiniLM-L6-v2 on CPU, {len(corpus)} corpus texts (timed), "
-          f"{len(natural)} natural sentences")
-    print(f"{'':10}{'seconds':>9}{'speed-up':>10}{'cos min':>9}{'cos mean':>9}{'Spearman':>10}"
-          f"  | natural:{'cos min':>8}{'cos mean':>9}{'Spearman':>10}")
+    print(
+        f"\n## precision: all-MiniLM-L6-v2 on CPU, {len(corpus)} corpus texts (timed), {len(natural)} natural sentences"
+    )
+    print(
+        f"{'':10}{'seconds':>9}{'speed-up':>10}{'cos min':>9}{'cos mean':>9}{'Spearman':>10}"
+        f"  | natural:{'cos min':>8}{'cos mean':>9}{'Spearman':>10}"
+    )
     rows = {}
     for name, v in vectors.items():
         cos_min, cos_mean, rho = agreement(v, vectors["float32"])
         n_min, n_mean, n_rho = agreement(natural_vectors[name], natural_vectors["float32"])
-        rows[name] = dict(seconds=t[name], speedup=t["float32"] / t[name], cos_min=cos_min, cos_mean=cos_mean,
-                          spearman=rho, natural_cos_min=n_min, natural_cos_mean=n_mean, natural_spearman=n_rho)
-        print(f"{name:10}{t[name]:9.2f}{t['float32'] / t[name]:9.2f}x{cos_min:9.4f}{cos_mean:9.4f}{rho:10.4f}"
-              f"  | {'':8}{n_min:8.4f}{n_mean:9.4f}{n_rho:10.4f}")
+        rows[name] = dict(
+            seconds=t[name],
+            speedup=t["float32"] / t[name],
+            cos_min=cos_min,
+            cos_mean=cos_mean,
+            spearman=rho,
+            natural_cos_min=n_min,
+            natural_cos_mean=n_mean,
+            natural_spearman=n_rho,
+        )
+        print(
+            f"{name:10}{t[name]:9.2f}{t['float32'] / t[name]:9.2f}x{cos_min:9.4f}{cos_mean:9.4f}{rho:10.4f}"
+            f"  | {'':8}{n_min:8.4f}{n_mean:9.4f}{n_rho:10.4f}"
+        )
     RESULTS["precision"] = rows
 
 
@@ -257,15 +290,20 @@ def case_memory(args, tmp):
     size = (folder / "model.safetensors").stat().st_size
 
     def peak(who):
-        out = subprocess.run([sys.executable, "-c", PEAK_RSS, who, str(folder)], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, who, str(folder)], capture_output=True, text=True, check=True
+        )
         return int(out.stdout.split()[-1])
 
     base = statistics.median(peak("baseline") for _ in range(3))
-    rows = {who: statistics.median(peak(who) for _ in range(3)) - base
-            for who in ("minibert", "minibert, fast path", "transformers")}
-    print(f"\n## memory: bert-base, load + one 8x128 batch; weights file {size / 2**20:.0f} MiB; "
-          f"peak RSS above `import torch` ({base / 2**20:.0f} MiB)")
+    rows = {
+        who: statistics.median(peak(who) for _ in range(3)) - base
+        for who in ("minibert", "minibert, fast path", "transformers")
+    }
+    print(
+        f"\n## memory: bert-base, load + one 8x128 batch; weights file {size / 2**20:.0f} MiB; "
+        f"peak RSS above `import torch` ({base / 2**20:.0f} MiB)"
+    )
     for who, extra in rows.items():
         print(f"{who:20}{extra / 2**20:8.0f} MiB{extra / size:8.2f}x the weights file")
     RESULTS["memory"] = {"weights_bytes": size, "baseline_bytes": base, "extra_bytes": rows}
@@ -274,15 +312,16 @@ def case_memory(args, tmp):
 COLD = {
     "minibert": "from minibert import Encoder; Encoder.from_pretrained().encode('A first sentence.')",
     "sentence-transformers": "from sentence_transformers import SentenceTransformer; "
-                             f"SentenceTransformer({str(default_model())!r}, device='cpu').encode('A first sentence.')",
+    f"SentenceTransformer({str(default_model())!r}, device='cpu').encode('A first sentence.')",
 }
 
 
 def case_coldstart(args, tmp):
     def once(code):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
         return time.perf_counter() - start
 
     t = {who: [] for who in COLD}
@@ -322,17 +361,24 @@ def case_gpu(args, tmp, device=None, shape=(256, 128)):
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 is float32
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     print(f"\n## gpu: {name}, bert-base {B}x{L}, minibert vs transformers (SDPA) in the same dtype")
-    print(f"{'dtype':>10}{'minibert s':>12}{'HF s':>10}{'ratio':>8}{'tokens/s':>11}{'TFLOP/s':>9}"
-          f"{'matmul peak':>13}{'% peak':>8}")
+    print(
+        f"{'dtype':>10}{'minibert s':>12}{'HF s':>10}{'ratio':>8}{'tokens/s':>11}{'TFLOP/s':>9}"
+        f"{'matmul peak':>13}{'% peak':>8}"
+    )
     try:
-        dense = {str(dtype).removeprefix("torch."): gpu_dense(folder, dtype, device, B, L, args.repeats)
-                 for dtype in (torch.float16, torch.bfloat16, torch.float32)}
+        dense = {
+            str(dtype).removeprefix("torch."): gpu_dense(folder, dtype, device, B, L, args.repeats)
+            for dtype in (torch.float16, torch.bfloat16, torch.float32)
+        }
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-    print(f"\n## gpu corpus: all-MiniLM-L6-v2, {args.texts} texts, Encoder.encode vs plain transformers "
-          f"batches, batch size {args.gpu_batch}")
-    corpus = {str(dtype).removeprefix("torch."): gpu_corpus(args, dtype, device)
-              for dtype in (torch.float16, torch.bfloat16)}
+    print(
+        f"\n## gpu corpus: all-MiniLM-L6-v2, {args.texts} texts, Encoder.encode vs plain transformers "
+        f"batches, batch size {args.gpu_batch}"
+    )
+    corpus = {
+        str(dtype).removeprefix("torch."): gpu_corpus(args, dtype, device) for dtype in (torch.float16, torch.bfloat16)
+    }
     RESULTS["gpu"] = {"device": name, "dense": dense, "corpus": corpus}
 
 
@@ -343,14 +389,23 @@ def gpu_dense(folder, dtype, device, B, L, repeats) -> dict:
     theirs = transformers.BertModel.from_pretrained(folder, dtype=dtype).to(device).eval()
     ids = torch.randint(1000, 30000, (B, L), device=device)
     with torch.inference_mode():
-        t = alternate({"ours": synced(lambda: ours(ids), device), "theirs": synced(lambda: theirs(ids), device)},
-                      repeats)
+        t = alternate(
+            {"ours": synced(lambda: ours(ids), device), "theirs": synced(lambda: theirs(ids), device)}, repeats
+        )
     peak = matmul_peak(device, dtype) / 1e12
     tflops = encoder_flops(ours.config, B, L) / t["ours"] / 1e12
-    print(f"{str(dtype).removeprefix('torch.'):>10}{t['ours']:12.4f}{t['theirs']:10.4f}{t['theirs'] / t['ours']:8.2f}"
-          f"{B * L / t['ours']:11.0f}{tflops:9.1f}{peak:13.1f}{tflops / peak:8.0%}")
-    return dict(minibert_s=t["ours"], transformers_s=t["theirs"], ratio=t["theirs"] / t["ours"],
-                tokens_per_s=B * L / t["ours"], tflops=tflops, matmul_peak_tflops=peak)
+    print(
+        f"{str(dtype).removeprefix('torch.'):>10}{t['ours']:12.4f}{t['theirs']:10.4f}{t['theirs'] / t['ours']:8.2f}"
+        f"{B * L / t['ours']:11.0f}{tflops:9.1f}{peak:13.1f}{tflops / peak:8.0%}"
+    )
+    return dict(
+        minibert_s=t["ours"],
+        transformers_s=t["theirs"],
+        ratio=t["theirs"] / t["ours"],
+        tokens_per_s=B * L / t["ours"],
+        tflops=tflops,
+        matmul_peak_tflops=peak,
+    )
 
 
 def gpu_corpus(args, dtype, device) -> dict:
@@ -362,21 +417,32 @@ def gpu_corpus(args, dtype, device) -> dict:
     hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
     corpus = make_corpus(ours.tokenizer, args.texts)
     out = {}
-    fns = {"minibert": lambda: out.__setitem__("ours", ours.encode(corpus, batch_size=args.gpu_batch)),
-           "transformers": lambda: out.__setitem__("hf", plain_transformers_encode(
-               hf, hf_tok, corpus, args.gpu_batch, 256, device))}
+    fns = {
+        "minibert": lambda: out.__setitem__("ours", ours.encode(corpus, batch_size=args.gpu_batch)),
+        "transformers": lambda: out.__setitem__(
+            "hf", plain_transformers_encode(hf, hf_tok, corpus, args.gpu_batch, 256, device)
+        ),
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t = alternate({k: synced(fn, device) for k, fn in fns.items()}, args.repeats)
     cosine = float((out["ours"] * out["hf"]).sum(1).min())
-    print(f"{str(dtype).removeprefix('torch.'):>10}  minibert {t['minibert']:.3f} s, transformers "
-          f"{t['transformers']:.3f} s, {t['transformers'] / t['minibert']:.2f}x; cosine between them min {cosine:.4f}")
-    return dict(minibert_s=t["minibert"], transformers_s=t["transformers"],
-                ratio=t["transformers"] / t["minibert"], min_cosine=cosine)
+    print(
+        f"{str(dtype).removeprefix('torch.'):>10}  minibert {t['minibert']:.3f} s, transformers "
+        f"{t['transformers']:.3f} s, {t['transformers'] / t['minibert']:.2f}x; cosine between them min {cosine:.4f}"
+    )
+    return dict(
+        minibert_s=t["minibert"],
+        transformers_s=t["transformers"],
+        ratio=t["transformers"] / t["minibert"],
+        min_cosine=cosine,
+    )
 
 
-SCALE_WORDS = ("the a an model reads every token of each sentence and writes one vector for it river town "
-               "market committee budget spring meeting morning evening quickly slowly").split()
+SCALE_WORDS = (
+    "the a an model reads every token of each sentence and writes one vector for it river town "
+    "market committee budget spring meeting morning evening quickly slowly"
+).split()
 
 # Streams the file through Encoder.encode_stream and discards the vectors: the same work as `embed -o DIR/`
 # without shards, manifest or ids.
@@ -432,28 +498,54 @@ def case_scale(args, tmp):
     for r in range(args.repeats):
         for who in runs:
             if who == "shards":
-                argv = [sys.executable, "-m", "minibert", "embed", str(big), "-o", f"{tmp / f'v{r}'}/",
-                        "--chunk-size", str(chunk)]
+                argv = [
+                    sys.executable,
+                    "-m",
+                    "minibert",
+                    "embed",
+                    str(big),
+                    "-o",
+                    f"{tmp / f'v{r}'}/",
+                    "--chunk-size",
+                    str(chunk),
+                ]
             elif who == "stream":
                 argv = [sys.executable, "-c", STREAM_ONLY, str(big), str(chunk)]
             else:
                 argv = [sys.executable, "-c", ST_CHUNKS, str(big), str(chunk), str(default_model())]
             runs[who].append(timed_process(argv))
-    small_rss = statistics.median(timed_process([sys.executable, "-m", "minibert", "embed", str(small), "-o",
-                                                 f"{tmp / f's{r}'}/", "--chunk-size", str(chunk)])[1]
-                                  for r in range(args.repeats))
+    small_rss = statistics.median(
+        timed_process(
+            [
+                sys.executable,
+                "-m",
+                "minibert",
+                "embed",
+                str(small),
+                "-o",
+                f"{tmp / f's{r}'}/",
+                "--chunk-size",
+                str(chunk),
+            ]
+        )[1]
+        for r in range(args.repeats)
+    )
     seconds = {who: statistics.median(t for t, _ in v) for who, v in runs.items()}
     rss = {who: statistics.median(m for _, m in v) for who, v in runs.items()}
     print(f"\n## scale: {args.scale_short} short + {args.scale_long} long lines, chunks of {chunk}, all-MiniLM-L6-v2")
     for who in runs:
         print(f"{who:24}{seconds[who]:9.1f} s{lines / seconds[who]:9.1f} texts/s  peak RSS {rss[who] / 2**20:7.0f} MiB")
     if "stream" in runs:
-        print(f"sharded output and its bookkeeping cost {seconds['shards'] / seconds['stream'] - 1:+.1%} "
-              "against the bare stream")
+        print(
+            f"sharded output and its bookkeeping cost {seconds['shards'] / seconds['stream'] - 1:+.1%} "
+            "against the bare stream"
+        )
     if "sentence-transformers" in runs:
         print(f"minibert {seconds['sentence-transformers'] / seconds['shards']:.2f}x sentence-transformers")
-    print(f"peak RSS at {lines // 10} lines {small_rss / 2**20:.0f} MiB, at {lines} lines "
-          f"{rss['shards'] / 2**20:.0f} MiB: {rss['shards'] / small_rss - 1:+.1%}")
+    print(
+        f"peak RSS at {lines // 10} lines {small_rss / 2**20:.0f} MiB, at {lines} lines "
+        f"{rss['shards'] / 2**20:.0f} MiB: {rss['shards'] / small_rss - 1:+.1%}"
+    )
     RESULTS["scale"] = {"lines": lines, "seconds": seconds, "peak_rss": rss, "peak_rss_tenth": small_rss}
 
 
@@ -465,8 +557,9 @@ def case_chunks(args, tmp):
     def stream(size):
         return np.concatenate([v for _, v in encoder.encode_stream(iter(corpus), chunk_size=size)])
 
-    fns = {"encode": lambda: encoder.encode(corpus)} | {f"encode_stream, chunks of {n}": (lambda n=n: stream(n))
-                                                       for n in sizes}
+    fns = {"encode": lambda: encoder.encode(corpus)} | {
+        f"encode_stream, chunks of {n}": (lambda n=n: stream(n)) for n in sizes
+    }
     t = alternate(fns, args.repeats)
     print(f"\n## chunks: all-MiniLM-L6-v2, {len(corpus)} corpus texts, encode against encode_stream")
     for name, seconds in t.items():
@@ -480,9 +573,17 @@ def case_ort(args, tmp):
     case_ort(args, tmp, RESULTS)
 
 
-CASES = {"dense": case_dense, "corpus": case_corpus, "precision": case_precision, "memory": case_memory,
-         "coldstart": case_coldstart, "gpu": case_gpu, "scale": case_scale, "ort": case_ort,
-         "chunks": case_chunks}
+CASES = {
+    "dense": case_dense,
+    "corpus": case_corpus,
+    "precision": case_precision,
+    "memory": case_memory,
+    "coldstart": case_coldstart,
+    "gpu": case_gpu,
+    "scale": case_scale,
+    "ort": case_ort,
+    "chunks": case_chunks,
+}
 
 
 def main():
@@ -494,12 +595,17 @@ def main():
     parser.add_argument("--scale-short", type=int, default=1_000_000, help="scale case: short lines (1M)")
     parser.add_argument("--scale-long", type=int, default=100_000, help="scale case: long lines (100k)")
     parser.add_argument("--chunk-size", type=int, default=4096, help="scale case: rows per chunk (4096)")
-    parser.add_argument("--scale-with", default="shards,stream,sentence-transformers",
-                        help="scale case: contenders besides the RSS check, from shards (always), stream, "
-                             "sentence-transformers")
+    parser.add_argument(
+        "--scale-with",
+        default="shards,stream,sentence-transformers",
+        help="scale case: contenders besides the RSS check, from shards (always), stream, sentence-transformers",
+    )
     parser.add_argument("--queries", type=int, default=200, help="ort case: single-query rounds (200)")
-    parser.add_argument("--ort-parts", default="corpus,query,cold,dense",
-                        help="ort case: which parts, from corpus, query, cold, dense (all)")
+    parser.add_argument(
+        "--ort-parts",
+        default="corpus,query,cold,dense",
+        help="ort case: which parts, from corpus, query, cold, dense (all)",
+    )
     parser.add_argument("--dense-rounds", type=int, default=20, help="ort case: bert-base rounds (20)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
@@ -517,9 +623,15 @@ def main():
     transformers.logging.set_verbosity_error()
     cpu = f"{model_name()}, {features().describe()}"
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    header = dict(machine=platform.machine(), cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
-                  torch=torch.__version__, transformers=transformers.__version__, device=device,
-                  cpu=cpu)
+    header = dict(
+        machine=platform.machine(),
+        cores=os.cpu_count(),
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        device=device,
+        cpu=cpu,
+    )
     print("# " + ", ".join(f"{k} {v}" for k, v in header.items()))
     RESULTS["machine"] = header
     with tempfile.TemporaryDirectory() as tmp:

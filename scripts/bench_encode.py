@@ -52,11 +52,15 @@ def main() -> None:
     corpus = make_corpus(ours.tokenizer, args.texts)
     tokens = [len(e.ids) for e in ours.tokenizer.encode(corpus, max_length=ours.max_length)]
 
-    print(f"# {model_name()}, {features().describe()}, {os.cpu_count()} cores, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(
+        f"# {model_name()}, {features().describe()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
     print(f"# model {folder}")
-    print(f"# corpus: {len(corpus)} texts, tokens per text min {min(tokens)} median {int(np.median(tokens))} "
-          f"max {max(tokens)}, {sum(tokens)} tokens; batch size {args.batch_size}")
+    print(
+        f"# corpus: {len(corpus)} texts, tokens per text min {min(tokens)} median {int(np.median(tokens))} "
+        f"max {max(tokens)}, {sum(tokens)} tokens; batch size {args.batch_size}"
+    )
 
     run_ours = lambda: ours.encode(corpus, batch_size=args.batch_size)  # noqa: E731
     run_theirs = lambda: theirs.encode(corpus, batch_size=args.batch_size)  # noqa: E731

@@ -36,24 +36,41 @@ def export(folder: Path, out: Path, int8: Path | None = None) -> dict:
             self.bert = bert
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.bert(input_ids=input_ids, attention_mask=attention_mask,
-                             token_type_ids=token_type_ids).last_hidden_state
+            return self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
 
     names = ["input_ids", "attention_mask", "token_type_ids"]
     example = tuple(torch.ones(2, 8, dtype=torch.int64) for _ in names)
     raw = out.with_suffix(".raw.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(LastHiddenState(model), example, str(raw), input_names=names,
-                          output_names=["last_hidden_state"], opset_version=17, dynamo=False,
-                          dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]})
-        optimized = optimizer.optimize_model(str(raw), model_type="bert", num_heads=model.config.num_attention_heads,
-                                             hidden_size=model.config.hidden_size)
+        torch.onnx.export(
+            LastHiddenState(model),
+            example,
+            str(raw),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={n: {0: "batch", 1: "sequence"} for n in names + ["last_hidden_state"]},
+        )
+        optimized = optimizer.optimize_model(
+            str(raw),
+            model_type="bert",
+            num_heads=model.config.num_attention_heads,
+            hidden_size=model.config.hidden_size,
+        )
         fused = {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
         optimized.save_model_to_file(str(out))
         if int8 is not None:
-            quantize_dynamic(str(out), str(int8), per_channel=True, weight_type=QuantType.QInt8,
-                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            quantize_dynamic(
+                str(out),
+                str(int8),
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
     return fused
 
 
@@ -88,13 +105,18 @@ class OrtEncoder:
         def run(job):
             k, rows = job
             length = max(len(encodings[i].ids) for i in rows)
-            feed = {name: np.zeros((len(rows), length), dtype=np.int64)
-                    for name in ("input_ids", "attention_mask", "token_type_ids")}
+            feed = {
+                name: np.zeros((len(rows), length), dtype=np.int64)
+                for name in ("input_ids", "attention_mask", "token_type_ids")
+            }
             for r, i in enumerate(rows):
                 e = encodings[i]
                 n = len(e.ids)
-                feed["input_ids"][r, :n], feed["attention_mask"][r, :n], feed["token_type_ids"][r, :n] = \
-                    e.ids, e.attention_mask, e.type_ids
+                feed["input_ids"][r, :n], feed["attention_mask"][r, :n], feed["token_type_ids"][r, :n] = (
+                    e.ids,
+                    e.attention_mask,
+                    e.type_ids,
+                )
             h = self.sessions[k % len(self.sessions)].run(None, feed)[0]
             m = feed["attention_mask"][:, :, None].astype(np.float32)
             v = (h * m).sum(1) / np.maximum(m.sum(1), 1e-9)
@@ -140,8 +162,13 @@ v /= np.linalg.norm(v, axis=1, keepdims=True)
 print(np.round(v @ v.T, 2))
 """
 
-FIVE = ["A man is eating food.", "A man eats a meal.", "The sky is blue today.", "It will rain tomorrow.",
-        "Dogs bark at night."]
+FIVE = [
+    "A man is eating food.",
+    "A man eats a meal.",
+    "The sky is blue today.",
+    "It will rain tomorrow.",
+    "Dogs bark at night.",
+]
 
 
 def gelu_apart(model, ids, apart: bool):
@@ -172,8 +199,10 @@ def case_ort(args, tmp, results: dict):
     folder = default_model()
     f32_path, int8_path = tmp / "minilm.onnx", tmp / "minilm-int8.onnx"
     fused = export(folder, f32_path, int8_path)
-    print(f"\n## ort: all-MiniLM-L6-v2, ONNX Runtime {onnxruntime.__version__} optimised ({fused}); "
-          f"minibert on {cpu.describe()}")
+    print(
+        f"\n## ort: all-MiniLM-L6-v2, ONNX Runtime {onnxruntime.__version__} optimised ({fused}); "
+        f"minibert on {cpu.describe()}"
+    )
 
     f32 = Encoder.from_pretrained(folder)
     contenders = {
@@ -193,14 +222,17 @@ def case_ort(args, tmp, results: dict):
     if "corpus" in parts:
         natural_corpus = make_corpus(f32.tokenizer, args.texts)
         sets = {"natural": natural_corpus, "short": short_texts(args.texts)}
-        reference = {name: contenders["sentence-transformers float32"].encode(texts, batch_size=32)
-                     for name, texts in sets.items()}
+        reference = {
+            name: contenders["sentence-transformers float32"].encode(texts, batch_size=32)
+            for name, texts in sets.items()
+        }
         reference["432 sentences"] = contenders["sentence-transformers float32"].encode(natural_sentences())
         for set_name, texts in sets.items():
             out = {}
-            fns = {who: (lambda e=e, who=who, out=out, texts=texts:
-                         out.__setitem__(who, e.encode(texts, batch_size=32)))
-                   for who, e in contenders.items()}
+            fns = {
+                who: (lambda e=e, who=who, out=out, texts=texts: out.__setitem__(who, e.encode(texts, batch_size=32)))
+                for who, e in contenders.items()
+            }
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t = alternate(fns, args.repeats)
@@ -209,11 +241,18 @@ def case_ort(args, tmp, results: dict):
             print(f"{'':38}{'seconds':>8}{'vs ST':>7}{'vs mb f32':>10}{'cos min':>9}{'cos mean':>9}{'Spearman':>9}")
             for who, seconds in t.items():
                 cmin, cmean, rho = agreement(out[who], reference[set_name])
-                rows[f"{set_name}/{who}"] = dict(seconds=seconds, vs_st=base / seconds,
-                                                  vs_minibert_f32=t["minibert float32"] / seconds,
-                                                  cos_min=cmin, cos_mean=cmean, spearman=rho)
-                print(f"{who:38}{seconds:8.2f}{base / seconds:6.2f}x{t['minibert float32'] / seconds:9.2f}x"
-                      f"{cmin:9.4f}{cmean:9.4f}{rho:9.4f}")
+                rows[f"{set_name}/{who}"] = dict(
+                    seconds=seconds,
+                    vs_st=base / seconds,
+                    vs_minibert_f32=t["minibert float32"] / seconds,
+                    cos_min=cmin,
+                    cos_mean=cmean,
+                    spearman=rho,
+                )
+                print(
+                    f"{who:38}{seconds:8.2f}{base / seconds:6.2f}x{t['minibert float32'] / seconds:9.2f}x"
+                    f"{cmin:9.4f}{cmean:9.4f}{rho:9.4f}"
+                )
         print("\nagreement on the 432 natural sentences of scripts/data, against sentence-transformers float32:")
         for who, e in contenders.items():
             cmin, cmean, rho = agreement(e.encode(natural_sentences(), batch_size=32), reference["432 sentences"])
@@ -250,10 +289,19 @@ def case_ort(args, tmp, results: dict):
 
     if "cold" in parts:
         # Cold start: a new process that embeds five sentences and prints their similarities.
-        cold = {"minibert similarity (auto: numpy)": [sys.executable, "-m", "minibert", "similarity", *FIVE],
-                "minibert similarity --backend torch": [sys.executable, "-m", "minibert", "similarity", "--backend",
-                                                        "torch", *FIVE],
-                "onnxruntime + tokenizers": [sys.executable, "-c", ORT_COLD, str(f32_path), str(folder), *FIVE]}
+        cold = {
+            "minibert similarity (auto: numpy)": [sys.executable, "-m", "minibert", "similarity", *FIVE],
+            "minibert similarity --backend torch": [
+                sys.executable,
+                "-m",
+                "minibert",
+                "similarity",
+                "--backend",
+                "torch",
+                *FIVE,
+            ],
+            "onnxruntime + tokenizers": [sys.executable, "-c", ORT_COLD, str(f32_path), str(folder), *FIVE],
+        }
         cold_t = {who: [] for who in cold}
         for _ in range(args.repeats):
             for who, argv in cold.items():
@@ -280,17 +328,28 @@ def case_ort(args, tmp, results: dict):
         print(f"\nbert-base float32 (random weights), median of {args.dense_rounds} interleaved rounds")
         for B, L in ((1, 128), (8, 128)):
             ids = torch.randint(1000, 30000, (B, L))
-            feed = {"input_ids": ids.numpy(), "attention_mask": np.ones((B, L), np.int64),
-                    "token_type_ids": np.zeros((B, L), np.int64)}
+            feed = {
+                "input_ids": ids.numpy(),
+                "attention_mask": np.ones((B, L), np.int64),
+                "token_type_ids": np.zeros((B, L), np.int64),
+            }
             with torch.inference_mode():
-                t = alternate({"minibert plain": lambda ids=ids: plain(ids),
-                               "minibert fuse_linear_layers": lambda ids=ids: fast(ids),
-                               "fused, GELU post-op": lambda ids=ids: gelu_apart(fast, ids, False),
-                               "fused, GELU apart": lambda ids=ids: gelu_apart(fast, ids, True),
-                               "transformers": lambda ids=ids: hf(ids),
-                               "ORT optimised": lambda feed=feed: ort_base.run(None, feed)}, args.dense_rounds)
+                t = alternate(
+                    {
+                        "minibert plain": lambda ids=ids: plain(ids),
+                        "minibert fuse_linear_layers": lambda ids=ids: fast(ids),
+                        "fused, GELU post-op": lambda ids=ids: gelu_apart(fast, ids, False),
+                        "fused, GELU apart": lambda ids=ids: gelu_apart(fast, ids, True),
+                        "transformers": lambda ids=ids: hf(ids),
+                        "ORT optimised": lambda feed=feed: ort_base.run(None, feed),
+                    },
+                    args.dense_rounds,
+                )
             rows[f"bert-base {B}x{L}"] = t
-            print(f"{B}x{L}: " + ", ".join(f"{who} {s * 1e3:.1f} ms" for who, s in t.items())
-                  + f"; ORT / minibert plain {t['ORT optimised'] / t['minibert plain']:.2f}x, fused / plain "
-                    f"{t['minibert fuse_linear_layers'] / t['minibert plain']:.2f}x")
+            print(
+                f"{B}x{L}: "
+                + ", ".join(f"{who} {s * 1e3:.1f} ms" for who, s in t.items())
+                + f"; ORT / minibert plain {t['ORT optimised'] / t['minibert plain']:.2f}x, fused / plain "
+                f"{t['minibert fuse_linear_layers'] / t['minibert plain']:.2f}x"
+            )
     results["ort"] = rows

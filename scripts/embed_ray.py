@@ -25,8 +25,12 @@ def main() -> None:
     parser.add_argument("input", help="a file, folder or glob: .txt (one text per line), .jsonl/.json or .parquet")
     parser.add_argument("output", help="a folder for the Parquet output")
     parser.add_argument("--address", help="an existing cluster (auto, or ray://host:10001); default: local")
-    parser.add_argument("--concurrency", type=int, default=1,
-                        help="Encoder actors, each taking --threads CPUs; leave CPUs for reading (default: 1)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="Encoder actors, each taking --threads CPUs; leave CPUs for reading (default: 1)",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="rows per map_batches batch (default: 256)")
     parser.add_argument("--text-column", default="text", help="the column holding the text (default: text)")
     parser.add_argument("--model", help="model folder or Hub id (default: all-MiniLM-L6-v2)")
@@ -41,10 +45,13 @@ def main() -> None:
         ds = ray.data.read_json(path)
     else:
         ds = ray.data.read_text(path)  # one row per line, in column "text"
-    ds = ds.map_batches(MinibertEmbedder, concurrency=args.concurrency, batch_size=args.batch_size,
-                        num_cpus=args.threads,
-                        fn_constructor_kwargs={"model": args.model, "text_column": args.text_column,
-                                               "threads": args.threads})
+    ds = ds.map_batches(
+        MinibertEmbedder,
+        concurrency=args.concurrency,
+        batch_size=args.batch_size,
+        num_cpus=args.threads,
+        fn_constructor_kwargs={"model": args.model, "text_column": args.text_column, "threads": args.threads},
+    )
     ds.write_parquet(args.output)
     print(f"wrote {args.output}")
 

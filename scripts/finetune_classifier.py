@@ -54,8 +54,19 @@ def evaluate(model, tokenizer, texts, labels, batch_size=64) -> tuple[float, flo
     return sum(losses) / max(len(labels), 1), accuracy, predictions
 
 
-def train(model, tokenizer, texts, labels, *, mode: str, epochs: int, lr: float, batch_size: int, seed: int,
-          progress: bool = True) -> list[float]:
+def train(
+    model,
+    tokenizer,
+    texts,
+    labels,
+    *,
+    mode: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    progress: bool = True,
+) -> list[float]:
     """Train in place; returns the mean training loss of each epoch."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -90,16 +101,29 @@ def run(mode: str, args) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the classifier is new, as expected
         model = BertForSequenceClassification.from_pretrained(folder, num_labels=2)
-    print(f"{mode}: {len(train_texts)} training and {len(test_texts)} test sentences; "
-          f"new weights: {', '.join(model.newly_initialized)}")
+    print(
+        f"{mode}: {len(train_texts)} training and {len(test_texts)} test sentences; "
+        f"new weights: {', '.join(model.newly_initialized)}"
+    )
     start = time.perf_counter()
     epochs = args.epochs or (20 if mode == "frozen" else 3)
     lr = args.lr or (1e-2 if mode == "frozen" else 5e-5)
-    train(model, tokenizer, train_texts, train_labels, mode=mode, epochs=epochs, lr=lr,
-          batch_size=args.batch_size, seed=args.seed)
+    train(
+        model,
+        tokenizer,
+        train_texts,
+        train_labels,
+        mode=mode,
+        epochs=epochs,
+        lr=lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     loss, accuracy, predictions = evaluate(model, tokenizer, test_texts, test_labels)
-    print(f"{mode}: test loss {loss:.4f}, test accuracy {accuracy:.1%} "
-          f"({time.perf_counter() - start:.0f} s of training and testing)")
+    print(
+        f"{mode}: test loss {loss:.4f}, test accuracy {accuracy:.1%} "
+        f"({time.perf_counter() - start:.0f} s of training and testing)"
+    )
 
     with tempfile.TemporaryDirectory(prefix=f"minibert-{mode}-") as scratch:  # removed unless --output-dir
         out = Path(args.output_dir) / mode if args.output_dir else Path(scratch)
@@ -108,8 +132,10 @@ def run(mode: str, args) -> float:
         _, reloaded_accuracy, reloaded_predictions = evaluate(reloaded, tokenizer, test_texts, test_labels)
         same = sum(a == b for a, b in zip(predictions, reloaded_predictions))
         saved = f"saved to {out}" if args.output_dir else "saved to a temporary folder (kept with --output-dir)"
-        print(f"{mode}: {saved}; reloaded, it predicts the same label for {same} of {len(predictions)} test "
-              f"sentences (accuracy {reloaded_accuracy:.1%})")
+        print(
+            f"{mode}: {saved}; reloaded, it predicts the same label for {same} of {len(predictions)} test "
+            f"sentences (accuracy {reloaded_accuracy:.1%})"
+        )
     return accuracy
 
 
@@ -121,8 +147,11 @@ def main(argv=None) -> None:
     parser.add_argument("--lr", type=float, help="default: 1e-2 frozen, 5e-5 full")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output-dir", help="keep the fine-tuned models here, one folder per mode (default: "
-                        "saved to a temporary folder to check the reload, then removed)")
+    parser.add_argument(
+        "--output-dir",
+        help="keep the fine-tuned models here, one folder per mode (default: "
+        "saved to a temporary folder to check the reload, then removed)",
+    )
     args = parser.parse_args(argv)
     modes = ("frozen", "full") if args.mode == "both" else (args.mode,)
     results = {mode: run(mode, args) for mode in modes}

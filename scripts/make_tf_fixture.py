@@ -21,25 +21,41 @@ from pathlib import Path
 import numpy as np
 
 CONFIG = {
-    "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu", "hidden_dropout_prob": 0.1, "hidden_size": 32,
-    "initializer_range": 0.02, "intermediate_size": 37, "max_position_embeddings": 64, "num_attention_heads": 4,
-    "num_hidden_layers": 2, "type_vocab_size": 2, "vocab_size": 0,  # vocab_size: set from the vocabulary
+    "attention_probs_dropout_prob": 0.1,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 32,
+    "initializer_range": 0.02,
+    "intermediate_size": 37,
+    "max_position_embeddings": 64,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 2,
+    "type_vocab_size": 2,
+    "vocab_size": 0,  # vocab_size: set from the vocabulary
 }
-WORDS = ("the of and to a in is was he for it with as his on be at by i this had not are but from or have an "
-         "they which one you were her all she there would their we him been has when who will more no if out "
-         "so said what up its about into than them can only other new some could time these two may then do "
-         "first any my now such like our over man me even most made after also did many before must through "
-         "back years where much your way well down should because each just those people mr how too little "
-         "state good very make world still own see men work long get here between both life being under never "
-         "day same another know while last might us great old year off come since against go came right used "
-         "take three bert model token text hello").split()
+WORDS = (
+    "the of and to a in is was he for it with as his on be at by i this had not are but from or have an "
+    "they which one you were her all she there would their we him been has when who will more no if out "
+    "so said what up its about into than them can only other new some could time these two may then do "
+    "first any my now such like our over man me even most made after also did many before must through "
+    "back years where much your way well down should because each just those people mr how too little "
+    "state good very make world still own see men work long get here between both life being under never "
+    "day same another know while last might us great old year off come since against go came right used "
+    "take three bert model token text hello"
+).split()
 PIECES = ["##s", "##ed", "##ing", "##ly", "##er", "##es", "##a", "##e", "##i", "##o", "##n", "##t"]
 
 
 def vocabulary() -> list[str]:
     chars = list("abcdefghijklmnopqrstuvwxyz0123456789.,;:!?'\"()-") + list("春眠不觉晓")
-    return ["[PAD]"] + [f"[unused{i}]" for i in range(5)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars + \
-        [w for w in dict.fromkeys(WORDS) if w not in chars] + PIECES
+    return (
+        ["[PAD]"]
+        + [f"[unused{i}]" for i in range(5)]
+        + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        + chars
+        + [w for w in dict.fromkeys(WORDS) if w not in chars]
+        + PIECES
+    )
 
 
 def google_variables(config: dict, rng: np.random.Generator) -> dict[str, np.ndarray]:

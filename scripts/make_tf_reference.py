@@ -23,9 +23,11 @@ from pathlib import Path
 import numpy as np
 
 # Three sequences of the fixture's vocabulary: [CLS] ... [SEP] ... [SEP], with padding (id 0) and segments.
-INPUT_IDS = [[7, 80, 120, 95, 8, 130, 99, 8, 0, 0],
-             [7, 60, 61, 62, 63, 64, 65, 66, 67, 8],
-             [7, 110, 8, 0, 0, 0, 0, 0, 0, 0]]
+INPUT_IDS = [
+    [7, 80, 120, 95, 8, 130, 99, 8, 0, 0],
+    [7, 60, 61, 62, 63, 64, 65, 66, 67, 8],
+    [7, 110, 8, 0, 0, 0, 0, 0, 0, 0],
+]
 TOKEN_TYPE_IDS = [[0, 0, 0, 0, 0, 1, 1, 1, 0, 0], [0] * 10, [0] * 10]
 
 
@@ -42,9 +44,11 @@ def forward(tf, v, config, input_ids, token_type_ids, attention_mask):
     def dense(x, prefix):
         return tf.tensordot(x, v[prefix + "/kernel"], axes=1) + v[prefix + "/bias"]
 
-    x = (tf.gather(v["bert/embeddings/word_embeddings"], input_ids)
-         + tf.gather(v["bert/embeddings/token_type_embeddings"], token_type_ids)
-         + v["bert/embeddings/position_embeddings"][:L][None])
+    x = (
+        tf.gather(v["bert/embeddings/word_embeddings"], input_ids)
+        + tf.gather(v["bert/embeddings/token_type_embeddings"], token_type_ids)
+        + v["bert/embeddings/position_embeddings"][:L][None]
+    )
     x = layer_norm(x, "bert/embeddings/LayerNorm")
     adder = (1.0 - tf.cast(attention_mask[:, None, None, :], tf.float32)) * -10000.0  # as modeling.py
     hidden, attentions = [x], []
@@ -69,8 +73,10 @@ def forward(tf, v, config, input_ids, token_type_ids, attention_mask):
     t = t * 0.5 * (1.0 + tf.math.erf(t / tf.sqrt(2.0)))
     t = layer_norm(t, "cls/predictions/transform/LayerNorm")
     mlm = tf.matmul(t, v["bert/embeddings/word_embeddings"], transpose_b=True) + v["cls/predictions/output_bias"]
-    nsp = tf.matmul(pooled, v["cls/seq_relationship/output_weights"], transpose_b=True) + \
-        v["cls/seq_relationship/output_bias"]
+    nsp = (
+        tf.matmul(pooled, v["cls/seq_relationship/output_weights"], transpose_b=True)
+        + v["cls/seq_relationship/output_bias"]
+    )
     return hidden, attentions, pooled, mlm, nsp
 
 
@@ -85,24 +91,41 @@ def main() -> None:
     folder = Path(args.folder)
     config = json.loads((folder / "bert_config.json").read_text())
     reader = tf.train.load_checkpoint(str(folder / "bert_model.ckpt"))
-    v = {name: tf.constant(reader.get_tensor(name)) for name in reader.get_variable_to_shape_map()
-         if not name.endswith(("adam_m", "adam_v")) and name != "global_step"}
+    v = {
+        name: tf.constant(reader.get_tensor(name))
+        for name in reader.get_variable_to_shape_map()
+        if not name.endswith(("adam_m", "adam_v")) and name != "global_step"
+    }
     input_ids = np.array(INPUT_IDS, dtype=np.int64)
     token_type_ids = np.array(TOKEN_TYPE_IDS, dtype=np.int64)
     attention_mask = (input_ids != 0).astype(np.int64)
-    hidden, attentions, pooled, mlm, nsp = forward(tf, v, config, tf.constant(input_ids),
-                                                   tf.constant(token_type_ids), tf.constant(attention_mask))
-    out = {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
-           "pooler_output": pooled.numpy(), "mlm_logits": mlm.numpy(), "nsp_logits": nsp.numpy()}
+    hidden, attentions, pooled, mlm, nsp = forward(
+        tf, v, config, tf.constant(input_ids), tf.constant(token_type_ids), tf.constant(attention_mask)
+    )
+    out = {
+        "input_ids": input_ids,
+        "token_type_ids": token_type_ids,
+        "attention_mask": attention_mask,
+        "pooler_output": pooled.numpy(),
+        "mlm_logits": mlm.numpy(),
+        "nsp_logits": nsp.numpy(),
+    }
     out.update({f"hidden_states_{i}": h.numpy() for i, h in enumerate(hidden)})
     out.update({f"attentions_{i}": a.numpy() for i, a in enumerate(attentions)})
     np.savez_compressed(folder / "tf_forward.npz", **out)
-    (folder / "tf_forward.json").write_text(json.dumps({
-        "made_by": "scripts/make_tf_reference.py: TensorFlow ops following google-research/bert modeling.py "
-                   "(modeling.py itself needs tf.contrib, which TensorFlow 2 lacks)",
-        "tensorflow_version": tf.__version__, "mask": "additive -10000, as modeling.py",
-        "tensors": sorted(out),
-    }, indent=2) + "\n")
+    (folder / "tf_forward.json").write_text(
+        json.dumps(
+            {
+                "made_by": "scripts/make_tf_reference.py: TensorFlow ops following google-research/bert modeling.py "
+                "(modeling.py itself needs tf.contrib, which TensorFlow 2 lacks)",
+                "tensorflow_version": tf.__version__,
+                "mask": "additive -10000, as modeling.py",
+                "tensors": sorted(out),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {folder / 'tf_forward.npz'} with TensorFlow {tf.__version__}")
 
 

@@ -26,6 +26,7 @@ def main() -> None:
     print("| pooling | cosine, same meaning | cosine, different meaning | gap |")
     print("|---|---|---|---|")
     for pooling in ("mean", "cls", "pooler"):
+
         def cosines(pairs, pooling=pooling):
             a = encoder.encode([p[0] for p in pairs], pooling=pooling, normalize=True)
             b = encoder.encode([p[1] for p in pairs], pooling=pooling, normalize=True)

@@ -17,8 +17,9 @@ def assert_outputs_match(ours, ref, attention_mask=None, atol=ATOL, attentions=T
     if ref.hidden_states is not None:
         assert len(ours.hidden_states) == len(ref.hidden_states)
         for i, (a, b) in enumerate(zip(ours.hidden_states, ref.hidden_states)):
-            torch.testing.assert_close(a[keep], b[keep], atol=atol, rtol=0,
-                                       msg=lambda m, i=i: f"hidden_states[{i}]: {m}")
+            torch.testing.assert_close(
+                a[keep], b[keep], atol=atol, rtol=0, msg=lambda m, i=i: f"hidden_states[{i}]: {m}"
+            )
     if attentions and ref.attentions is not None:
         assert len(ours.attentions) == len(ref.attentions)
         for i, (a, b) in enumerate(zip(ours.attentions, ref.attentions)):
@@ -48,8 +49,9 @@ def max_abs_diffs(ours, ref, attention_mask) -> dict[str, float]:
         pairs = zip(ours.hidden_states, ref.hidden_states)
         out["hidden_states"] = max((a - b)[keep].abs().max().item() for a, b in pairs)
     if ours.attentions is not None:
-        out["attentions"] = max((a - b).transpose(1, 2)[keep].abs().max().item()
-                                for a, b in zip(ours.attentions, ref.attentions))
+        out["attentions"] = max(
+            (a - b).transpose(1, 2)[keep].abs().max().item() for a, b in zip(ours.attentions, ref.attentions)
+        )
     return out
 
 

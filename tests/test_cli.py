@@ -17,8 +17,12 @@ TEXTS = ["A man is eating food.", "A man eats a meal.", "春眠不觉晓"]
 
 
 def run(*args, stdin=None):
-    return subprocess.run([sys.executable, "-m", "minibert", *args], capture_output=True, timeout=300,
-                          input=stdin.encode() if isinstance(stdin, str) else stdin)
+    return subprocess.run(
+        [sys.executable, "-m", "minibert", *args],
+        capture_output=True,
+        timeout=300,
+        input=stdin.encode() if isinstance(stdin, str) else stdin,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +84,19 @@ def test_embed_jsonl_from_stdin(expected):
 
 
 def test_embed_tsv_with_options(input_file, minilm_dir):
-    result = run("embed", "--format", "tsv", "--pooling", "cls", "--no-normalize", "--batch-size", "2",
-                 "--max-length", "6", str(input_file))
+    result = run(
+        "embed",
+        "--format",
+        "tsv",
+        "--pooling",
+        "cls",
+        "--no-normalize",
+        "--batch-size",
+        "2",
+        "--max-length",
+        "6",
+        str(input_file),
+    )
     assert result.returncode == 0, result.stderr
     got = np.array([[float(x) for x in line.split("\t")] for line in result.stdout.decode().splitlines()])
     encoder = minibert.Encoder.from_pretrained(minilm_dir)
@@ -112,20 +127,24 @@ def test_tokenize():
     assert [r[2] for r in rows][:2] == ["101", "14477"] and [r[3] for r in rows] == ["0"] * 6 + ["1"] * 3
 
 
-@pytest.mark.parametrize("args,stdin,message", [
-    (["embed", "/no/such/file.txt", "-o", "x.npy"], None, "cannot read /no/such/file.txt"),
-    (["embed", "-o", "x.npy"], b"", "stdin is empty"),
-    (["embed", "-o", "x.npy"], b"caf\xe9\n", "stdin is not UTF-8 text"),
-    (["embed", "--pooling", "average", "-o", "x.npy"], b"hi\n", "unknown pooling 'average'"),
-    (["embed", "--batch-size", "0", "-o", "x.npy"], b"hi\n", "--batch-size must be positive"),
-    (["embed", "--model", "/no/such/model", "-o", "x.npy"], b"hi\n", "model folder not found: /no/such/model"),
-    (["similarity", "--model", "/no/such/model", "a", "b"], None, "model folder not found"),
-    (["tokenize", "--model", "/no/such/model", "a"], None, "model folder not found"),
-    (["embed", "--format", "xml"], b"hi\n", "invalid choice: 'xml'"),
-])
+@pytest.mark.parametrize(
+    "args,stdin,message",
+    [
+        (["embed", "/no/such/file.txt", "-o", "x.npy"], None, "cannot read /no/such/file.txt"),
+        (["embed", "-o", "x.npy"], b"", "stdin is empty"),
+        (["embed", "-o", "x.npy"], b"caf\xe9\n", "stdin is not UTF-8 text"),
+        (["embed", "--pooling", "average", "-o", "x.npy"], b"hi\n", "unknown pooling 'average'"),
+        (["embed", "--batch-size", "0", "-o", "x.npy"], b"hi\n", "--batch-size must be positive"),
+        (["embed", "--model", "/no/such/model", "-o", "x.npy"], b"hi\n", "model folder not found: /no/such/model"),
+        (["similarity", "--model", "/no/such/model", "a", "b"], None, "model folder not found"),
+        (["tokenize", "--model", "/no/such/model", "a"], None, "model folder not found"),
+        (["embed", "--format", "xml"], b"hi\n", "invalid choice: 'xml'"),
+    ],
+)
 def test_errors_exit_2_with_one_line(tmp_path, args, stdin, message):
-    result = subprocess.run([sys.executable, "-m", "minibert", *args], capture_output=True, timeout=120,
-                            input=stdin, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "minibert", *args], capture_output=True, timeout=120, input=stdin, cwd=tmp_path
+    )
     err = result.stderr.decode()
     assert result.returncode == 2
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -151,9 +170,13 @@ def test_truncation_warning_is_one_line():
 
 # --- faults a person meets at the command line ---------------------------------------------------------
 
+
 def test_embed_splits_on_newlines_only(tmp_path, minilm_dir):
-    texts = ["page\fbreak and\vvertical tab", "separators \x1c\x1d\x1e and next-line \u0085 inside",
-             "line\u2028and paragraph\u2029separators"]
+    texts = [
+        "page\fbreak and\vvertical tab",
+        "separators \x1c\x1d\x1e and next-line \u0085 inside",
+        "line\u2028and paragraph\u2029separators",
+    ]
     path = tmp_path / "texts.txt"
     path.write_bytes("\r\n".join(texts).encode("utf-8") + b"\r\n")  # Windows line ends too
     out = tmp_path / "v.npy"
@@ -173,8 +196,12 @@ def test_a_failed_write_exits_non_zero_and_leaves_no_file(input_file, tmp_path):
     def limit():
         resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
 
-    result = subprocess.run([sys.executable, "-m", "minibert", "embed", str(input_file), "-o", str(out)],
-                            capture_output=True, timeout=300, preexec_fn=limit)
+    result = subprocess.run(
+        [sys.executable, "-m", "minibert", "embed", str(input_file), "-o", str(out)],
+        capture_output=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
     err = result.stderr.decode()
     assert result.returncode != 0 and "File too large" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == [input_file]  # neither v.npy nor a temporary file
@@ -204,8 +231,7 @@ def test_the_format_follows_the_extension(input_file, tmp_path, expected):
         assert result.returncode == 0, result.stderr
         summary = result.stderr.decode().strip()
         assert summary.startswith("minibert: embedded 3 texts (384 dimensions, ") and summary.endswith(name)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["texts.txt", "v.jsonl", "v.tsv", "v.npy",
-                                                                  "v.vectors"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["texts.txt", "v.jsonl", "v.tsv", "v.npy", "v.vectors"])
     rows = [json.loads(line)["embedding"] for line in (tmp_path / "v.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(np.array(rows), expected, atol=1e-6, rtol=0)
     np.testing.assert_allclose(np.load(tmp_path / "v.vectors"), expected, atol=1e-6, rtol=0)
@@ -214,17 +240,24 @@ def test_the_format_follows_the_extension(input_file, tmp_path, expected):
 def test_a_closed_pipe_is_quiet(tmp_path):
     path = tmp_path / "many.txt"
     path.write_text("".join(f"sentence number {i}\n" for i in range(300)))
-    result = subprocess.run(f"{sys.executable} -m minibert embed --format tsv {path} | head -c 100 >/dev/null",
-                            shell=True, capture_output=True, timeout=300)
+    result = subprocess.run(
+        f"{sys.executable} -m minibert embed --format tsv {path} | head -c 100 >/dev/null",
+        shell=True,
+        capture_output=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and result.stderr == b""
 
 
-@pytest.mark.parametrize("args,message", [
-    (["fill-mask", "Paris is the [MASK] of France."], "the following arguments are required: --model"),
-    (["similarity", "--model", "MINILM_BAD_MODULES", "a", "b"], "modules.json: expected a list of module objects"),
-    (["tokenize", "--model", "NO_UNK", "qqqzzz"], "lacks its unknown token '[UNK]'"),
-    (["similarity", "\udcff\udcfe", "b"], "texts[0] is not valid Unicode text"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["fill-mask", "Paris is the [MASK] of France."], "the following arguments are required: --model"),
+        (["similarity", "--model", "MINILM_BAD_MODULES", "a", "b"], "modules.json: expected a list of module objects"),
+        (["tokenize", "--model", "NO_UNK", "qqqzzz"], "lacks its unknown token '[UNK]'"),
+        (["similarity", "\udcff\udcfe", "b"], "texts[0] is not valid Unicode text"),
+    ],
+)
 def test_bad_environments_are_one_line(minilm_dir, tmp_path, args, message):
     bad = tmp_path / "bad"
     shutil.copytree(minilm_dir, bad)

@@ -10,11 +10,22 @@ from minibert import BertConfig
 
 # The bert_config.json of Google's chinese_L-12_H-768_A-12 release (no layer_norm_eps, extra pooler_* keys).
 GOOGLE_CHINESE = {
-    "attention_probs_dropout_prob": 0.1, "directionality": "bidi", "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
-    "max_position_embeddings": 512, "num_attention_heads": 12, "num_hidden_layers": 12,
-    "pooler_fc_size": 768, "pooler_num_attention_heads": 12, "pooler_num_fc_layers": 3,
-    "pooler_size_per_head": 128, "pooler_type": "first_token_transform", "type_vocab_size": 2,
+    "attention_probs_dropout_prob": 0.1,
+    "directionality": "bidi",
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 768,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 512,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "pooler_fc_size": 768,
+    "pooler_num_attention_heads": 12,
+    "pooler_num_fc_layers": 3,
+    "pooler_size_per_head": 128,
+    "pooler_type": "first_token_transform",
+    "type_vocab_size": 2,
     "vocab_size": 21128,
 }
 
@@ -39,28 +50,46 @@ def test_reads_google_bert_config(tmp_path):
 def test_round_trip_through_transformers(tmp_path):
     import transformers
 
-    ours = BertConfig(vocab_size=123, hidden_size=48, num_hidden_layers=3, num_attention_heads=6,
-                      intermediate_size=96, layer_norm_eps=1e-7)
+    ours = BertConfig(
+        vocab_size=123,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        intermediate_size=96,
+        layer_norm_eps=1e-7,
+    )
     ours.save_json(tmp_path / "config.json")
     theirs = transformers.BertConfig.from_pretrained(tmp_path)
-    for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                  "layer_norm_eps", "hidden_act", "type_vocab_size", "max_position_embeddings"):
+    for field in (
+        "vocab_size",
+        "hidden_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "intermediate_size",
+        "layer_norm_eps",
+        "hidden_act",
+        "type_vocab_size",
+        "max_position_embeddings",
+    ):
         assert getattr(theirs, field) == getattr(ours, field), field
     assert BertConfig.from_json(tmp_path / "config.json") == ours
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"hidden_size": 768, "num_attention_heads": 7}, "hidden_size 768 is not a multiple of num_attention_heads 7"),
-    ({"hidden_act": "swish"}, "hidden_act 'swish' is not implemented"),
-    ({"num_hidden_layers": 0}, "num_hidden_layers must be a positive integer, got 0"),
-    ({"vocab_size": -5}, "vocab_size must be a positive integer, got -5"),
-    ({"intermediate_size": 3072.5}, "intermediate_size must be a positive integer, got 3072.5"),
-    ({"position_embedding_type": "relative_key"}, "position_embedding_type 'relative_key' is not supported"),
-    ({"hidden_dropout_prob": 1.5}, r"hidden_dropout_prob must be in \[0, 1\), got 1.5"),
-    ({"layer_norm_eps": 0}, "layer_norm_eps must be positive, got 0"),
-    ({"model_type": "roberta"}, "model_type 'roberta' is not 'bert'"),
-    ({"pad_token_id": 30522}, r"pad_token_id 30522 is outside \[0, vocab_size 30522\)"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"hidden_size": 768, "num_attention_heads": 7}, "hidden_size 768 is not a multiple of num_attention_heads 7"),
+        ({"hidden_act": "swish"}, "hidden_act 'swish' is not implemented"),
+        ({"num_hidden_layers": 0}, "num_hidden_layers must be a positive integer, got 0"),
+        ({"vocab_size": -5}, "vocab_size must be a positive integer, got -5"),
+        ({"intermediate_size": 3072.5}, "intermediate_size must be a positive integer, got 3072.5"),
+        ({"position_embedding_type": "relative_key"}, "position_embedding_type 'relative_key' is not supported"),
+        ({"hidden_dropout_prob": 1.5}, r"hidden_dropout_prob must be in \[0, 1\), got 1.5"),
+        ({"layer_norm_eps": 0}, "layer_norm_eps must be positive, got 0"),
+        ({"model_type": "roberta"}, "model_type 'roberta' is not 'bert'"),
+        ({"pad_token_id": 30522}, r"pad_token_id 30522 is outside \[0, vocab_size 30522\)"),
+    ],
+)
 def test_bad_values_are_refused_with_the_values(tmp_path, change, message):
     path = write(tmp_path, {**GOOGLE_CHINESE, "vocab_size": 30522, **change})
     with pytest.raises(ValueError, match=message) as e:
@@ -69,10 +98,21 @@ def test_bad_values_are_refused_with_the_values(tmp_path, change, message):
 
 
 def test_unknown_keys_are_ignored(tmp_path):
-    c = BertConfig.from_json(write(tmp_path, {"hidden_size": 64, "num_attention_heads": 4, "vocab_size": 99,
-                                              "num_hidden_layers": 2, "intermediate_size": 37,
-                                              "gradient_checkpointing": 1, "use_cache": True,
-                                              "transformers_version": "4.8.2"}))
+    c = BertConfig.from_json(
+        write(
+            tmp_path,
+            {
+                "hidden_size": 64,
+                "num_attention_heads": 4,
+                "vocab_size": 99,
+                "num_hidden_layers": 2,
+                "intermediate_size": 37,
+                "gradient_checkpointing": 1,
+                "use_cache": True,
+                "transformers_version": "4.8.2",
+            },
+        )
+    )
     assert c.hidden_size == 64
 
 

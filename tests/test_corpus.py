@@ -29,8 +29,12 @@ def corpus(n, seed=0):
 
 
 def embed(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "minibert", "embed", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "minibert", "embed", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def finish(process, timeout=600):
@@ -62,7 +66,7 @@ def test_encode_stream_gives_free_memory_back_after_each_chunk(encoder, monkeypa
     calls = []
     monkeypatch.setattr("minibert.encoder.release_free_memory", lambda: calls.append(1))
     for n, _ in enumerate(encoder.encode_stream(corpus(50), chunk_size=20), 1):
-        assert len(calls) == n    # before each chunk is handed out
+        assert len(calls) == n  # before each chunk is handed out
     assert n == 3
 
 
@@ -70,8 +74,9 @@ def test_jsonl_to_a_folder_with_ids(encoder, tmp_path):
     texts = corpus(90)
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"body": t, "doc": f"d{i}"}) + "\n" for i, t in enumerate(texts)))
-    code, err = finish(embed(source, "--text-field", "body", "--id-field", "doc", "-o", f"{tmp_path / 'v'}/",
-                             "--chunk-size", 32))
+    code, err = finish(
+        embed(source, "--text-field", "body", "--id-field", "doc", "-o", f"{tmp_path / 'v'}/", "--chunk-size", 32)
+    )
     assert code == 0, err
     assert "minibert: embedded 90 texts (" in err and "-> " in err and "(90 rows in 3 shards)" in err
     vectors = read_vectors(tmp_path / "v", verify=True)
@@ -80,7 +85,7 @@ def test_jsonl_to_a_folder_with_ids(encoder, tmp_path):
     whole = np.asarray(vectors)
     np.testing.assert_array_equal(vectors[[5, 40, 89]], whole[[5, 40, 89]])
     for index in (slice(20, 70), slice(None, None, -7), slice(-5, None), slice(80, 10, -3), whole[:, 0] > 0):
-        np.testing.assert_array_equal(vectors[index], whole[index])   # within and across shards of 32
+        np.testing.assert_array_equal(vectors[index], whole[index])  # within and across shards of 32
     np.testing.assert_array_equal(vectors[-1], whole[89])
     manifest = read_manifest(tmp_path / "v")
     assert manifest["complete"] and manifest["dim"] == 384 and len(manifest["model"]["weights_sha256"]) == 64
@@ -170,12 +175,15 @@ def test_bad_input_lines_are_named(tmp_path, encoder):
     assert code == 0, err
     vectors = read_vectors(tmp_path / "b")
     assert vectors.ids() == [0, 1, 2, 3]  # the empty line is a text of its own: rows stay aligned with lines
-    np.testing.assert_allclose(np.asarray(vectors), encoder.encode(["fine", "", "also fine", "caf\ufffd"]),
-                               atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        np.asarray(vectors), encoder.encode(["fine", "", "also fine", "caf\ufffd"]), atol=1e-6, rtol=0
+    )
     jsonl = tmp_path / "bad.jsonl"
-    for content, message in [('{"text": "a"}\n{"body": "b"}\n', "line 2 has no field 'text'"),
-                             ('{"text": "a"}\n{"text": 7}\n', "line 2: field 'text' is int, not a string"),
-                             ('{"text": "a"}\nnot json\n', "line 2 is not JSON")]:
+    for content, message in [
+        ('{"text": "a"}\n{"body": "b"}\n', "line 2 has no field 'text'"),
+        ('{"text": "a"}\n{"text": 7}\n', "line 2: field 'text' is int, not a string"),
+        ('{"text": "a"}\nnot json\n', "line 2 is not JSON"),
+    ]:
         jsonl.write_text(content)
         code, err = finish(embed(jsonl, "-o", f"{tmp_path / 'c'}/"))
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
@@ -209,10 +217,22 @@ def test_parquet_input(tmp_path, encoder):
     import pyarrow.parquet as pq
 
     texts = corpus(50, seed=4)
-    pq.write_table(pa.table({"id": [1000 + i for i in range(50)], "content": texts}), tmp_path / "in.parquet",
-                   row_group_size=16)
-    code, err = finish(embed(tmp_path / "in.parquet", "--text-field", "content", "--id-field", "id",
-                             "-o", f"{tmp_path / 'v'}/", "--chunk-size", 20))
+    pq.write_table(
+        pa.table({"id": [1000 + i for i in range(50)], "content": texts}), tmp_path / "in.parquet", row_group_size=16
+    )
+    code, err = finish(
+        embed(
+            tmp_path / "in.parquet",
+            "--text-field",
+            "content",
+            "--id-field",
+            "id",
+            "-o",
+            f"{tmp_path / 'v'}/",
+            "--chunk-size",
+            20,
+        )
+    )
     assert code == 0, err
     vectors = read_vectors(tmp_path / "v")
     assert vectors.ids() == [1000 + i for i in range(50)]
@@ -222,8 +242,10 @@ def test_parquet_input(tmp_path, encoder):
 
 
 def test_import_minibert_imports_no_extra():
-    code = ("import sys, minibert, minibert.corpus, minibert.cli; "
-            "print(sorted(m for m in ('pyarrow', 'ray', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys, minibert, minibert.corpus, minibert.cli; "
+        "print(sorted(m for m in ('pyarrow', 'ray', 'matplotlib') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr
 

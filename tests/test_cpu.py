@@ -22,8 +22,12 @@ from minibert import Encoder, cpu
 from minibert.fast import FusedLinear, onednn_linear
 from minibert.quantize import Int8Linear, int8_available
 
-TEXTS = ["A man is eating food.", "The girl is carrying a baby.", "東京は日本の首都です。",
-         "A longer sentence about the committee and its budget for the spring meeting. " * 4]
+TEXTS = [
+    "A man is eating food.",
+    "The girl is carrying a baby.",
+    "東京は日本の首都です。",
+    "A longer sentence about the committee and its budget for the spring meeting. " * 4,
+]
 
 
 def test_features_come_from_torch_and_the_isa_cap():
@@ -36,8 +40,9 @@ def test_features_come_from_torch_and_the_isa_cap():
     assert f.onednn_f32 == (f.fused_gelu and f.onednn)
     code = "from minibert import cpu; f = cpu.detect(); print(f.vnni, f.native_bf16, f.fused_gelu, f.onednn_f32)"
     for env in ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ATEN_CPU_CAPABILITY": "avx2"}):
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                env={**os.environ, **env}, timeout=120)
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
+        )
         assert result.stdout.split()[2:] == ["False", "False"], result.stderr
         if "ONEDNN_MAX_CPU_ISA" in env:
             assert result.stdout.split()[:2] == ["False", "False"], result.stderr

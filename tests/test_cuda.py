@@ -82,8 +82,15 @@ def test_pretraining_heads_and_gradients_on_cuda(tmp_path):
 
     from minibert import BertForPreTraining
 
-    config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=37, max_position_embeddings=40, attn_implementation="eager")
+    config = transformers.BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=40,
+        attn_implementation="eager",
+    )
     ref = transformers.BertForPreTraining(config).cuda().eval()
     ref.save_pretrained(tmp_path)
     ours = BertForPreTraining.from_pretrained(tmp_path, device="cuda")
@@ -96,5 +103,9 @@ def test_pretraining_heads_and_gradients_on_cuda(tmp_path):
     torch.testing.assert_close(o.loss, r.loss, atol=1e-5, rtol=0)
     o.loss.backward()
     r.loss.backward()
-    torch.testing.assert_close(ours.bert.embeddings.word_embeddings.weight.grad,
-                               ref.bert.embeddings.word_embeddings.weight.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        ours.bert.embeddings.word_embeddings.weight.grad,
+        ref.bert.embeddings.word_embeddings.weight.grad,
+        rtol=1e-4,
+        atol=1e-6,
+    )

@@ -171,16 +171,32 @@ def test_dump_file_and_npy_folder_round_trip(minilm, golden, tmp_path):
 
 def test_dump_and_compare_commands(tmp_path, minilm_dir):
     out = tmp_path / "golden.safetensors"
-    result = subprocess.run([sys.executable, "-m", "minibert", "dump", *TEXTS[:2], "--pair", "It purred.",
-                             "--pair", "The mailman ran.", "-o", str(out)], capture_output=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minibert",
+            "dump",
+            *TEXTS[:2],
+            "--pair",
+            "It purred.",
+            "--pair",
+            "The mailman ran.",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     tensors, meta = read_dump(out)
     assert [n for n in tensors if not n.startswith("inputs.")] == step_names(6)
     assert json.loads(meta["wordpieces"])[0][:3] == ["[CLS]", "the", "cat"]
     assert json.loads(meta["config"])["hidden_size"] == 384 and meta["dtype"] == "float32"
     assert (tensors["inputs.token_type_ids"][0] == 1).any()
-    same = subprocess.run([sys.executable, "-m", "minibert", "compare", str(out), str(out)], capture_output=True,
-                          timeout=300)
+    same = subprocess.run(
+        [sys.executable, "-m", "minibert", "compare", str(out), str(out)], capture_output=True, timeout=300
+    )
     assert same.returncode == 0 and b"all 97 tensors agree" in same.stdout
     broken = dict(tensors)
     broken["layers.4.ffn.down"] = broken["layers.4.ffn.down"] * 1.01
@@ -188,8 +204,9 @@ def test_dump_and_compare_commands(tmp_path, minilm_dir):
     folder.mkdir()
     for name, value in broken.items():
         np.save(folder / f"{name}.npy", value)
-    differ = subprocess.run([sys.executable, "-m", "minibert", "compare", str(out), str(folder), "--json"],
-                            capture_output=True, timeout=300)
+    differ = subprocess.run(
+        [sys.executable, "-m", "minibert", "compare", str(out), str(folder), "--json"], capture_output=True, timeout=300
+    )
     assert differ.returncode == 1
     report = json.loads(differ.stdout)
     assert report["first_failure"] == "layers.4.ffn.down" and report["agreeing_inputs"] == ["layers.4.ffn.act"]

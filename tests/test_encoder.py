@@ -122,18 +122,20 @@ def test_shapes_and_types(encoder):
 
 def test_max_length_and_warning(encoder):
     with pytest.warns(UserWarning, match="2 of 3 texts were longer than 8 tokens"):
-        v = encoder.encode(["one two three four five six seven eight", "short", "a b c d e f g h i j"],
-                           max_length=8)
+        v = encoder.encode(["one two three four five six seven eight", "short", "a b c d e f g h i j"], max_length=8)
     cut = encoder.encode("one two three four five six", max_length=256)
     np.testing.assert_allclose(v[0], cut, atol=1e-6, rtol=0)  # 6 words + [CLS] + [SEP] = 8 tokens
 
 
-@pytest.mark.parametrize("bad,message", [
-    (["ok", None], r"texts\[1\] is NoneType"),
-    (["ok", "fine", b"bytes"], r"texts\[2\] is bytes"),
-    ([float("nan")], r"texts\[0\] is float nan"),
-    (42, "texts must be a string or a list of strings, got int"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (["ok", None], r"texts\[1\] is NoneType"),
+        (["ok", "fine", b"bytes"], r"texts\[2\] is bytes"),
+        ([float("nan")], r"texts\[0\] is float nan"),
+        (42, "texts must be a string or a list of strings, got int"),
+    ],
+)
 def test_non_strings_are_refused(encoder, bad, message):
     with pytest.raises(TypeError, match=message):
         encoder.encode(bad)
@@ -151,8 +153,10 @@ def test_bad_arguments(encoder, plain_dir):
 def test_unsupported_sentence_transformers_modules(plain_dir, tmp_path):
     folder = tmp_path / "dense"
     shutil.copytree(plain_dir, folder)
-    modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-               {"idx": 1, "name": "1", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    ]
     (folder / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ValueError, match="module type 'sentence_transformers.models.Dense' is not supported"):
         Encoder.from_pretrained(folder)

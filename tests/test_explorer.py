@@ -26,8 +26,9 @@ def no_browser(reason):
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     out = tmp_path_factory.mktemp("page") / "attention.html"
-    result = subprocess.run([sys.executable, "-m", "minibert", "attention", TEXT, PAIR, "-o", str(out)],
-                            capture_output=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "minibert", "attention", TEXT, PAIR, "-o", str(out)], capture_output=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     assert b"(22 tokens, 6 layers x 12 heads)" in result.stderr
     return out
@@ -76,7 +77,8 @@ def test_the_page_in_a_browser(page, browser):
         return browser.execute_script(
             "return Array.from(document.querySelectorAll('#headview line')).map("
             "l => [l.dataset.head, l.getAttribute('y1'), l.getAttribute('y2'), l.getAttribute('stroke-opacity')]"
-            ".join(',')).join(';')")
+            ".join(',')).join(';')"
+        )
 
     layer0 = drawing()
     assert layer0.count(";") > 100

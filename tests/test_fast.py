@@ -30,9 +30,11 @@ def test_fused_model_matches_plain_model(minilm_dir):
     assert fused.state_dict().keys() == plain.state_dict().keys()
     batch = Tokenizer.from_pretrained(minilm_dir)(TEXTS)
     with torch.inference_mode():
-        assert_outputs_match(fused(**batch, output_hidden_states=True, output_attentions=True),
-                             plain(**batch, output_hidden_states=True, output_attentions=True),
-                             batch["attention_mask"])
+        assert_outputs_match(
+            fused(**batch, output_hidden_states=True, output_attentions=True),
+            plain(**batch, output_hidden_states=True, output_attentions=True),
+            batch["attention_mask"],
+        )
 
 
 def test_fused_linear_uses_onednn_only_for_inference():
@@ -84,8 +86,11 @@ def test_fast_paths_refuse_a_layout_they_do_not_know(minilm_dir):
     attention = renamed.layers[3].attention
     attention.q = attention.query
     del attention.query
-    with pytest.raises(ValueError, match=r"layers\.3\.attention \(SelfAttention\) has no 'query' layer to swap; "
-                                         r"it has key, value, output, q"):
+    with pytest.raises(
+        ValueError,
+        match=r"layers\.3\.attention \(SelfAttention\) has no 'query' layer to swap; "
+        r"it has key, value, output, q",
+    ):
         fuse_linear_layers(renamed)
     if int8_available():
         with pytest.raises(ValueError, match=r"layers\.3\.attention \(SelfAttention\) has no 'query' layer"):

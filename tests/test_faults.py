@@ -19,9 +19,15 @@ from parity import randomize_
 from minibert import BertConfig, BertModel, CheckpointError, Encoder, Tokenizer
 from minibert.convert import convert
 
-TEXTS = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
-         "A man is riding a horse on the beach under a grey and windy sky.", "短い", "",
-         "The committee postponed its decision on the new budget until the spring meeting. " * 3]
+TEXTS = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse on the beach under a grey and windy sky.",
+    "短い",
+    "",
+    "The committee postponed its decision on the new budget until the spring meeting. " * 3,
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +36,7 @@ def encoder(minilm_dir):
 
 
 # --- an encoder shared between threads ---------------------------------------------------------------
+
 
 def test_concurrent_encodes_with_different_settings_match_serial(encoder):
     settings = [dict(max_length=6), dict(max_length=256), dict(max_length=9, pooling="cls"), dict(max_length=12)]
@@ -81,11 +88,18 @@ def test_tokenizer_truncation_is_per_call(minilm_dir):
 
 # --- model inputs ------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=24, max_position_embeddings=16)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=16,
+    )
     return BertModel(config).eval()
 
 
@@ -115,12 +129,19 @@ def test_float_ids_are_refused(tiny_model, name):
 
 # --- checkpoints -------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def tiny_folder(tmp_path):
     import transformers
 
-    config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=20, max_position_embeddings=16)
+    config = transformers.BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=20,
+        max_position_embeddings=16,
+    )
     model = transformers.BertModel(config)
     randomize_(model)
     model.save_pretrained(tmp_path / "tiny")
@@ -141,8 +162,11 @@ def test_nan_or_inf_weights_are_refused(tiny_folder, bad, count):
         tensors["encoder.layer.1.output.dense.weight"].view(-1)[:count] = bad
 
     _rewrite(tiny_folder, poison)
-    with pytest.raises(CheckpointError, match=rf"model\.safetensors: 'encoder\.layer\.1\.output\.dense\.weight' "
-                                              rf"holds {count} NaN or infinite values? \(of 320\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=rf"model\.safetensors: 'encoder\.layer\.1\.output\.dense\.weight' "
+        rf"holds {count} NaN or infinite values? \(of 320\)",
+    ):
         BertModel.from_pretrained(tiny_folder)
 
 
@@ -163,8 +187,14 @@ def test_shards_in_the_hugging_face_cache_are_symlinks(tmp_path):
     import transformers
     from test_hub import make_repo, run
 
-    config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=20, max_position_embeddings=16)
+    config = transformers.BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=20,
+        max_position_embeddings=16,
+    )
     model = transformers.BertModel(config)
     randomize_(model)
     model.save_pretrained(tmp_path / "sharded", max_shard_size="10KB")
@@ -172,12 +202,15 @@ def test_shards_in_the_hugging_face_cache_are_symlinks(tmp_path):
     assert "model.safetensors.index.json" in files and len(files) > 3
     snapshot = make_repo(tmp_path / "hf", "org/sharded", files)
     assert (snapshot / "model.safetensors.index.json").is_symlink()
-    result = run("""
+    result = run(
+        """
         import torch
         from minibert import BertModel
         model = BertModel.from_pretrained("org/sharded")
         print(float(model.pooler.dense.weight.sum()))
-    """, tmp_path / "hf")
+    """,
+        tmp_path / "hf",
+    )
     assert result.returncode == 0, result.stderr
     assert abs(float(result.stdout) - float(model.pooler.dense.weight.sum())) < 1e-4
     # the shard *names* must still be bare file names
@@ -207,12 +240,15 @@ def test_a_pickle_refusal_never_advises_the_unsafe_retry(tiny_folder):
     assert "can run arbitrary code" in message and "safetensors" in message
 
 
-@pytest.mark.parametrize("what,match", [
-    ("empty", r"model\.safetensors: holds no tensors"),
-    ("empty index", r"model\.safetensors\.index\.json: not a valid shard index .*weight_map is empty"),
-    ("list in bin", r"pytorch_model\.bin: expected a dict of tensors, got a list"),
-    ("string in bin", r"pytorch_model\.bin: expected a dict of tensors, but 'x' holds a str"),
-])
+@pytest.mark.parametrize(
+    "what,match",
+    [
+        ("empty", r"model\.safetensors: holds no tensors"),
+        ("empty index", r"model\.safetensors\.index\.json: not a valid shard index .*weight_map is empty"),
+        ("list in bin", r"pytorch_model\.bin: expected a dict of tensors, got a list"),
+        ("string in bin", r"pytorch_model\.bin: expected a dict of tensors, but 'x' holds a str"),
+    ],
+)
 def test_empty_or_odd_checkpoints_name_the_file(tiny_folder, what, match):
     from safetensors.torch import save_file
 
@@ -231,13 +267,17 @@ def test_empty_or_odd_checkpoints_name_the_file(tiny_folder, what, match):
 
 # --- configs -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("change,match", [
-    ({"hidden_dropout_prob": "high"}, r"config\.json: hidden_dropout_prob must be a number, got 'high'"),
-    ({"layer_norm_eps": "tiny"}, r"config\.json: layer_norm_eps must be a number, got 'tiny'"),
-    ({"pad_token_id": "0"}, r"config\.json: pad_token_id must be an integer, got '0'"),
-    ({"hidden_size": 10**12, "num_attention_heads": 1}, r"config\.json: this config describes .* parameters"),
-    ({"hidden_size": None}, r"config\.json: hidden_size must be a positive integer, got None"),
-])
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"hidden_dropout_prob": "high"}, r"config\.json: hidden_dropout_prob must be a number, got 'high'"),
+        ({"layer_norm_eps": "tiny"}, r"config\.json: layer_norm_eps must be a number, got 'tiny'"),
+        ({"pad_token_id": "0"}, r"config\.json: pad_token_id must be an integer, got '0'"),
+        ({"hidden_size": 10**12, "num_attention_heads": 1}, r"config\.json: this config describes .* parameters"),
+        ({"hidden_size": None}, r"config\.json: hidden_size must be a positive integer, got None"),
+    ],
+)
 def test_bad_config_values_name_the_field(tiny_folder, change, match):
     values = json.loads((tiny_folder / "config.json").read_text())
     (tiny_folder / "config.json").write_text(json.dumps({**values, **change}))
@@ -253,8 +293,10 @@ def test_a_config_without_hidden_size_says_so(tiny_folder):
         BertModel.from_pretrained(tiny_folder)
 
 
-@pytest.mark.parametrize("dtype,shown", [("float8_e4m3fn", "'float8_e4m3fn'"), ("fp16", "'fp16'"),
-                                         (torch.float8_e4m3fn, "torch.float8_e4m3fn")])
+@pytest.mark.parametrize(
+    "dtype,shown",
+    [("float8_e4m3fn", "'float8_e4m3fn'"), ("fp16", "'fp16'"), (torch.float8_e4m3fn, "torch.float8_e4m3fn")],
+)
 def test_unsupported_dtypes_are_refused_by_the_name_given(tiny_folder, dtype, shown):
     with pytest.raises(ValueError, match=f"dtype must be one of float32, float16, bfloat16, float64, got {shown}"):
         BertModel.from_pretrained(tiny_folder, dtype=dtype)
@@ -268,6 +310,7 @@ def test_an_empty_model_path_is_refused(tmp_path, monkeypatch, tiny_folder):
 
 # --- tokenizers and sentence-transformers folders ----------------------------------------------------
 
+
 def test_a_duplicated_vocab_token_matches_transformers(tmp_path):
     import transformers
 
@@ -280,10 +323,13 @@ def test_a_duplicated_vocab_token_matches_transformers(tmp_path):
         assert ours([text])["input_ids"][0].tolist() == reference(text)["input_ids"]
 
 
-@pytest.mark.parametrize("content,match", [
-    ("[PAD]\n[UNK]\n[CLS]\n[SEP]\ncafé\n".encode("latin-1"), r"vocab\.txt is not UTF-8 text"),
-    (b"[UNK]\n[CLS]\n[SEP]\n", r"vocab\.txt has no \[PAD\] token"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("[PAD]\n[UNK]\n[CLS]\n[SEP]\ncafé\n".encode("latin-1"), r"vocab\.txt is not UTF-8 text"),
+        (b"[UNK]\n[CLS]\n[SEP]\n", r"vocab\.txt has no \[PAD\] token"),
+    ],
+)
 def test_bad_vocab_files_name_the_file(tmp_path, content, match):
     (tmp_path / "vocab.txt").write_bytes(content)
     with pytest.raises(ValueError, match=match):
@@ -329,18 +375,34 @@ def test_max_length_is_checked_when_given(minilm_dir, encoder):
             encoder.encode(["a text"], max_length=bad)
 
 
-@pytest.mark.parametrize("file,content,match", [
-    ("modules.json", [1, 2], r"modules\.json: expected a list of module objects, got list"),
-    ("1_Pooling/config.json", [1], r"1_Pooling/config\.json: expected a JSON object, got list"),
-    ("sentence_bert_config.json", 7, r"sentence_bert_config\.json: expected a JSON object, got int"),
-    ("sentence_bert_config.json", {"max_seq_length": 256, "do_lower_case": "no"},
-     r"sentence_bert_config\.json: do_lower_case must be true or false, got 'no'"),
-    ("sentence_bert_config.json", {"max_seq_length": 1000}, r"max_length must be an integer from 2 .* 512, got 1000"),
-    ("modules.json", [{"path": "../../elsewhere", "type": "sentence_transformers.models.Pooling"}],
-     r"modules\.json: path '\.\./\.\./elsewhere' does not stay inside"),
-    ("modules.json", [{"path": "/etc", "type": "sentence_transformers.models.Pooling"}],
-     r"modules\.json: path '/etc' does not stay inside"),
-])
+@pytest.mark.parametrize(
+    "file,content,match",
+    [
+        ("modules.json", [1, 2], r"modules\.json: expected a list of module objects, got list"),
+        ("1_Pooling/config.json", [1], r"1_Pooling/config\.json: expected a JSON object, got list"),
+        ("sentence_bert_config.json", 7, r"sentence_bert_config\.json: expected a JSON object, got int"),
+        (
+            "sentence_bert_config.json",
+            {"max_seq_length": 256, "do_lower_case": "no"},
+            r"sentence_bert_config\.json: do_lower_case must be true or false, got 'no'",
+        ),
+        (
+            "sentence_bert_config.json",
+            {"max_seq_length": 1000},
+            r"max_length must be an integer from 2 .* 512, got 1000",
+        ),
+        (
+            "modules.json",
+            [{"path": "../../elsewhere", "type": "sentence_transformers.models.Pooling"}],
+            r"modules\.json: path '\.\./\.\./elsewhere' does not stay inside",
+        ),
+        (
+            "modules.json",
+            [{"path": "/etc", "type": "sentence_transformers.models.Pooling"}],
+            r"modules\.json: path '/etc' does not stay inside",
+        ),
+    ],
+)
 def test_bad_sentence_transformers_files_name_the_file(minilm_dir, tmp_path, file, content, match):
     shutil.copytree(minilm_dir, tmp_path / "m")
     (tmp_path / "m" / file).write_text(json.dumps(content))
@@ -349,6 +411,7 @@ def test_bad_sentence_transformers_files_name_the_file(minilm_dir, tmp_path, fil
 
 
 # --- writing -----------------------------------------------------------------------------------------
+
 
 def test_convert_refuses_a_non_empty_folder_and_force_replaces_it_whole(tiny_folder, tmp_path):
     out = tmp_path / "out"
@@ -360,8 +423,13 @@ def test_convert_refuses_a_non_empty_folder_and_force_replaces_it_whole(tiny_fol
     assert (out / "pytorch_model.bin").read_bytes() == b"old weights"
     (tiny_folder / "vocab.txt").write_text(VOCAB)
     convert(tiny_folder, out, lowercase=True, force=True)
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json",
-                                                     "tokenizer_config.json", "vocab.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]  # no temporary folder left
     assert oct((out / "model.safetensors").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
 
@@ -418,8 +486,12 @@ def test_convert_keeps_sentence_transformers_metadata(minilm_dir, tmp_path):
     for name in ("modules.json", "sentence_bert_config.json", "1_Pooling/config.json"):
         assert (tmp_path / "converted" / name).read_bytes() == (minilm_dir / name).read_bytes()
     texts = TEXTS[:4]
-    np.testing.assert_allclose(Encoder.from_pretrained(tmp_path / "converted").encode(texts),
-                               Encoder.from_pretrained(minilm_dir).encode(texts), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(
+        Encoder.from_pretrained(tmp_path / "converted").encode(texts),
+        Encoder.from_pretrained(minilm_dir).encode(texts),
+        atol=1e-6,
+        rtol=0,
+    )
 
 
 def test_a_fork_after_loading_is_an_error_not_a_hang(minilm_dir):

@@ -32,8 +32,9 @@ def test_one_tiny_epoch_lowers_the_loss(script, minilm_dir, mode, lr):
         model = BertForSequenceClassification.from_pretrained(minilm_dir, num_labels=2)
     before, _, _ = script.evaluate(model, tokenizer, texts, labels)
     frozen = {n: p.detach().clone() for n, p in model.bert.named_parameters()}
-    history = script.train(model, tokenizer, texts, labels, mode=mode, epochs=1, lr=lr, batch_size=4, seed=0,
-                           progress=False)
+    history = script.train(
+        model, tokenizer, texts, labels, mode=mode, epochs=1, lr=lr, batch_size=4, seed=0, progress=False
+    )
     after, _, _ = script.evaluate(model, tokenizer, texts, labels)
     assert len(history) == 1
     assert after < before - 0.01, (before, after)

@@ -34,9 +34,12 @@ def test_committed_transformers_values(name, minilm_dir):
     out = outputs(BertModel.from_pretrained(folder), batch)
     layers = len(out.attentions)
     keep = batch["attention_mask"].bool()
-    ours = {"last_hidden_state": out.last_hidden_state[..., :dims], "pooler_output": out.pooler_output[..., :dims],
-            f"hidden_states_{layers // 2}": out.hidden_states[layers // 2][..., :dims],
-            f"attentions_{layers - 1}_heads_0_1": out.attentions[-1][:, :2]}
+    ours = {
+        "last_hidden_state": out.last_hidden_state[..., :dims],
+        "pooler_output": out.pooler_output[..., :dims],
+        f"hidden_states_{layers // 2}": out.hidden_states[layers // 2][..., :dims],
+        f"attentions_{layers - 1}_heads_0_1": out.attentions[-1][:, :2],
+    }
     for key, value in ours.items():
         expected = torch.tensor(golden[key])
         if value.dim() == 3:

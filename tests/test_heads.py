@@ -59,8 +59,15 @@ def make_pair(tmp_path, name, kwargs, layers=2, n_heads=4, hidden=32, hf_config=
     import transformers
 
     config = hf_config or transformers.BertConfig(
-        vocab_size=99, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=n_heads,
-        intermediate_size=37, max_position_embeddings=32, initializer_range=0.2, attn_implementation="eager")
+        vocab_size=99,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=n_heads,
+        intermediate_size=37,
+        max_position_embeddings=32,
+        initializer_range=0.2,
+        attn_implementation="eager",
+    )
     if "num_labels" in kwargs:
         config.num_labels = kwargs["num_labels"]
     ref = getattr(transformers, name)(config).eval()
@@ -151,10 +158,16 @@ def test_missing_head_reports_exactly_the_missing_keys(tmp_path):
     # a MaskedLM checkpoint has no pooler and no next-sentence head
     with pytest.warns(UserWarning) as record:
         model = heads.BertForPreTraining.from_pretrained(tmp_path / "encoder")
-    assert model.newly_initialized == ["bert.pooler.dense.weight", "bert.pooler.dense.bias",
-                                       "cls.seq_relationship.weight", "cls.seq_relationship.bias"]
-    assert "bert.pooler.dense.weight, bert.pooler.dense.bias, cls.seq_relationship.weight, " \
-           "cls.seq_relationship.bias" in str(record[0].message)
+    assert model.newly_initialized == [
+        "bert.pooler.dense.weight",
+        "bert.pooler.dense.bias",
+        "cls.seq_relationship.weight",
+        "cls.seq_relationship.bias",
+    ]
+    assert (
+        "bert.pooler.dense.weight, bert.pooler.dense.bias, cls.seq_relationship.weight, "
+        "cls.seq_relationship.bias" in str(record[0].message)
+    )
     # the encoder and the masked-LM head did load
     inputs = batch()
     with torch.no_grad():
@@ -164,8 +177,11 @@ def test_missing_head_reports_exactly_the_missing_keys(tmp_path):
 def test_classifier_with_other_label_count_is_an_error(tmp_path):
     make_pair(tmp_path, "BertForSequenceClassification", {"num_labels": 3})
     assert heads.BertForSequenceClassification.from_pretrained(tmp_path).num_labels == 3  # from the checkpoint
-    with pytest.raises(ValueError, match=r"'classifier\.weight' has shape \(3, 32\), but "
-                                         r"BertForSequenceClassification expects \(5, 32\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"'classifier\.weight' has shape \(3, 32\), but "
+        r"BertForSequenceClassification expects \(5, 32\)",
+    ):
         heads.BertForSequenceClassification.from_pretrained(tmp_path, num_labels=5)
 
 
@@ -175,8 +191,9 @@ def test_save_pretrained_loads_in_transformers(tmp_path, name, fields, kwargs):
 
     ours, ref = make_pair(tmp_path / "a", name, kwargs)
     ours.save_pretrained(tmp_path / "b")
-    loaded, info = getattr(transformers, name).from_pretrained(tmp_path / "b", output_loading_info=True,
-                                                               attn_implementation="eager")
+    loaded, info = getattr(transformers, name).from_pretrained(
+        tmp_path / "b", output_loading_info=True, attn_implementation="eager"
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     inputs = batch()
     with torch.no_grad():
@@ -234,17 +251,21 @@ def test_fill_mask_matches_transformers(tmp_path):
 
 def test_fill_mask_command(minilm_dir):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "minibert", "fill-mask", *args], capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "minibert", "fill-mask", *args], capture_output=True, text=True, timeout=120
+        )
 
     result = run("--model", FIXTURE_TF, "--top-k", "3", "the [MASK] is good")
     assert result.returncode == 0, result.stderr
     ours = heads.BertForPreTraining.from_pretrained(FIXTURE_TF)
     expected = fill_mask(ours, Tokenizer.from_pretrained(FIXTURE_TF), "the [MASK] is good", top_k=3)
-    assert [line.split() for line in result.stdout.splitlines()] == \
-        [[c["token"], f"{c['score']:.4f}"] for c in expected]
-    for args, message in [(("--model", FIXTURE_TF, "no mask"), "exactly one [MASK], it holds 0"),
-                          (("--model", FIXTURE_TF, "[MASK] and [MASK]"), "exactly one [MASK], it holds 2"),
-                          (("--model", str(minilm_dir), "a [MASK]"), "has no masked-language-model head")]:
+    assert [line.split() for line in result.stdout.splitlines()] == [
+        [c["token"], f"{c['score']:.4f}"] for c in expected
+    ]
+    for args, message in [
+        (("--model", FIXTURE_TF, "no mask"), "exactly one [MASK], it holds 0"),
+        (("--model", FIXTURE_TF, "[MASK] and [MASK]"), "exactly one [MASK], it holds 2"),
+        (("--model", str(minilm_dir), "a [MASK]"), "has no masked-language-model head"),
+    ]:
         result = run(*args)
         assert result.returncode == 2 and message in result.stderr and len(result.stderr.splitlines()) == 1

@@ -27,14 +27,14 @@ def glibc():
 def test_release_free_memory_shrinks_a_fragmented_heap():
     # 64 KiB blocks come from the heap, not from mmap; keeping every 8th alive pins the heap's top, so
     # free() alone gives nothing back.
-    blocks = [np.ones(16384, np.float32) for _ in range(3000)]   # about 190 MiB
+    blocks = [np.ones(16384, np.float32) for _ in range(3000)]  # about 190 MiB
     kept = blocks[::8]
     del blocks
     before = resident_mib()
     assert heap.release_free_memory() is True
     after = resident_mib()
     assert before - after > 100, (before, after)
-    assert all(float(b[0]) == 1.0 for b in kept)   # what is alive stays
+    assert all(float(b[0]) == 1.0 for b in kept)  # what is alive stays
 
 
 def test_without_malloc_trim_it_does_nothing(monkeypatch):

@@ -33,8 +33,14 @@ def make_repo(cache, repo_id, files: dict, revision="main", commit=None):
 def tiny_files(tmp_path, layers, name):
     import transformers
 
-    config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=layers, num_attention_heads=2,
-                                     intermediate_size=20, max_position_embeddings=16)
+    config = transformers.BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=20,
+        max_position_embeddings=16,
+    )
     model = transformers.BertModel(config)
     randomize_(model)
     model.save_pretrained(tmp_path / name)
@@ -44,8 +50,9 @@ def tiny_files(tmp_path, layers, name):
 def run(code, hf_home, offline=True):
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1" if offline else "0"}
     env.pop("HF_HUB_CACHE", None)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=180, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=180, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,64 +77,89 @@ def _as_bin(tmp, safetensors_bytes):
 
 
 def test_cached_repo_loads_offline(cache):
-    result = run("""
+    result = run(
+        """
         from minibert import BertModel
         print(BertModel.from_pretrained("org/tiny").config.num_hidden_layers)
         print(BertModel.from_pretrained("org/tiny", revision="v1").config.num_hidden_layers)
         print(BertModel.from_pretrained("org/legacy").config.num_hidden_layers)
-    """, cache)
+    """,
+        cache,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "3", "2"]
 
 
 def test_cached_repo_equals_the_folder(cache, tmp_path):
     snapshot = next((cache / "hub" / "models--org--tiny" / "snapshots").iterdir())
-    result = run(f"""
+    result = run(
+        f"""
         import torch
         from minibert import BertModel
         ids = torch.tensor([[1, 5, 7, 2]])
         a = BertModel.from_pretrained("org/tiny", local_files_only=True)(ids).last_hidden_state
         b = BertModel.from_pretrained({str(snapshot)!r})(ids).last_hidden_state
         print(torch.equal(a, b))
-    """, cache, offline=False)
+    """,
+        cache,
+        offline=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
 
 
 def test_not_cached_says_what_is_missing(cache):
-    result = run("""
+    result = run(
+        """
         from minibert import BertModel
         BertModel.from_pretrained("org/absent")
-    """, cache)
+    """,
+        cache,
+    )
     assert "'org/absent' is neither a local folder nor in the Hugging Face cache" in result.stderr
     assert str(cache / "hub") in result.stderr and "HF_HUB_OFFLINE=1" in result.stderr
-    result = run("""
+    result = run(
+        """
         from minibert import BertModel
         BertModel.from_pretrained("org/tiny", revision="v9")
-    """, cache)
+    """,
+        cache,
+    )
     assert "'org/tiny' at revision 'v9' is neither a local folder nor in the Hugging Face cache" in result.stderr
 
 
 def test_local_files_only(cache):
-    result = run("""
+    result = run(
+        """
         from minibert import BertModel
         BertModel.from_pretrained("org/absent", local_files_only=True)
-    """, cache, offline=False)
+    """,
+        cache,
+        offline=False,
+    )
     assert "neither a local folder nor in the Hugging Face cache" in result.stderr
 
 
 def test_cached_snapshot_without_weights(cache):
-    result = run("""
+    result = run(
+        """
         from minibert import BertModel
         BertModel.from_pretrained("org/noweights")
-    """, cache)
+    """,
+        cache,
+    )
     assert "holds no weights" in result.stderr and "models--org--noweights" in result.stderr
 
 
 def test_cli_uses_the_cache(cache):
     env = {**os.environ, "HF_HOME": str(cache), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "minibert", "tokenize", "--model", "org/absent", "x"],
-                            capture_output=True, text=True, timeout=120, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "minibert", "tokenize", "--model", "org/absent", "x"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == 2 and "neither a local folder nor in the Hugging Face cache" in result.stderr
 
 

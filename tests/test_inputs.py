@@ -10,8 +10,15 @@ from minibert import BertConfig, BertModel
 
 @pytest.fixture(scope="module")
 def model():
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=12, type_vocab_size=2)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=12,
+        type_vocab_size=2,
+    )
     return BertModel(config).eval()
 
 
@@ -19,33 +26,48 @@ def ids(*shape, high=50):
     return torch.randint(0, high, shape)
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda m: m(torch.tensor([[1, 50, 3]])), r"input_ids holds 50, outside \[0, vocab_size 50\)"),
-    (lambda m: m(torch.tensor([[1, -1, 3]])), r"input_ids holds -1, outside \[0, vocab_size 50\)"),
-    (lambda m: m(ids(2, 4), token_type_ids=torch.full((2, 4), 2)),
-     r"token_type_ids holds 2, outside \[0, type_vocab_size 2\)"),
-    (lambda m: m(ids(1, 13)), "sequence length 13 exceeds max_position_embeddings 12"),
-    (lambda m: m(ids(2, 4), position_ids=torch.tensor([0, 1, 2, 12])),
-     r"position_ids holds 12, outside \[0, max_position_embeddings 12\)"),
-    (lambda m: m(ids(2, 4), attention_mask=torch.ones(2, 5)),
-     r"attention_mask is shape \(2, 5\), but input_ids has shape \(2, 4\)"),
-    (lambda m: m(ids(2, 4), token_type_ids=torch.zeros(4, 2, dtype=torch.long)),
-     r"token_type_ids is shape \(4, 2\), but input_ids has shape \(2, 4\)"),
-    (lambda m: m(ids(2, 4), attention_mask=[[1, 1, 1, 1]] * 2), "attention_mask is a list"),
-    (lambda m: m(ids(2, 4), position_ids=torch.arange(5)), r"position_ids is shape \(5,\); expected shape \(4,\)"),
-    (lambda m: m(ids(4)), r"input_ids must be a \(batch, length\) tensor, got shape \(4,\)"),
-    (lambda m: m([[1, 2, 3]]), r"input_ids must be a \(batch, length\) tensor, got a list"),
-    (lambda m: m(torch.rand(2, 3)), "input_ids must be an integer tensor, got dtype torch.float32"),
-    (lambda m: m(torch.zeros(2, 0, dtype=torch.long)), "input_ids has length 0"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda m: m(torch.tensor([[1, 50, 3]])), r"input_ids holds 50, outside \[0, vocab_size 50\)"),
+        (lambda m: m(torch.tensor([[1, -1, 3]])), r"input_ids holds -1, outside \[0, vocab_size 50\)"),
+        (
+            lambda m: m(ids(2, 4), token_type_ids=torch.full((2, 4), 2)),
+            r"token_type_ids holds 2, outside \[0, type_vocab_size 2\)",
+        ),
+        (lambda m: m(ids(1, 13)), "sequence length 13 exceeds max_position_embeddings 12"),
+        (
+            lambda m: m(ids(2, 4), position_ids=torch.tensor([0, 1, 2, 12])),
+            r"position_ids holds 12, outside \[0, max_position_embeddings 12\)",
+        ),
+        (
+            lambda m: m(ids(2, 4), attention_mask=torch.ones(2, 5)),
+            r"attention_mask is shape \(2, 5\), but input_ids has shape \(2, 4\)",
+        ),
+        (
+            lambda m: m(ids(2, 4), token_type_ids=torch.zeros(4, 2, dtype=torch.long)),
+            r"token_type_ids is shape \(4, 2\), but input_ids has shape \(2, 4\)",
+        ),
+        (lambda m: m(ids(2, 4), attention_mask=[[1, 1, 1, 1]] * 2), "attention_mask is a list"),
+        (lambda m: m(ids(2, 4), position_ids=torch.arange(5)), r"position_ids is shape \(5,\); expected shape \(4,\)"),
+        (lambda m: m(ids(4)), r"input_ids must be a \(batch, length\) tensor, got shape \(4,\)"),
+        (lambda m: m([[1, 2, 3]]), r"input_ids must be a \(batch, length\) tensor, got a list"),
+        (lambda m: m(torch.rand(2, 3)), "input_ids must be an integer tensor, got dtype torch.float32"),
+        (lambda m: m(torch.zeros(2, 0, dtype=torch.long)), "input_ids has length 0"),
+    ],
+)
 def test_bad_inputs(model, call, message):
     with pytest.raises(ValueError, match=message):
         call(model)
 
 
 def test_good_inputs_still_run(model):
-    out = model(ids(2, 12), attention_mask=torch.ones(2, 12, dtype=torch.long),
-                token_type_ids=torch.ones(2, 12, dtype=torch.long), position_ids=torch.arange(12)[None])
+    out = model(
+        ids(2, 12),
+        attention_mask=torch.ones(2, 12, dtype=torch.long),
+        token_type_ids=torch.ones(2, 12, dtype=torch.long),
+        position_ids=torch.arange(12)[None],
+    )
     assert out.last_hidden_state.shape == (2, 12, 16)
     assert torch.isfinite(out.last_hidden_state).all()
 

@@ -37,10 +37,15 @@ def test_trace_names_every_step_in_order_and_agrees_with_the_reference(minilm, h
     assert torch.equal(steps["pooler.output"], ref.pooler_output)
     # the steps are what their names say
     s, last = steps, "layers.5."
-    torch.testing.assert_close(s["embeddings.sum"], s["embeddings.word"] + s["embeddings.token_type"]
-                               + s["embeddings.position"], atol=1e-6, rtol=0)
-    torch.testing.assert_close(s[last + "attention.residual"], s["layers.4.ffn.norm"] + s[last + "attention.output"],
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        s["embeddings.sum"],
+        s["embeddings.word"] + s["embeddings.token_type"] + s["embeddings.position"],
+        atol=1e-6,
+        rtol=0,
+    )
+    torch.testing.assert_close(
+        s[last + "attention.residual"], s["layers.4.ffn.norm"] + s[last + "attention.output"], atol=1e-6, rtol=0
+    )
     torch.testing.assert_close(s[last + "ffn.act"], torch.nn.functional.gelu(s[last + "ffn.up"]), atol=0, rtol=0)
     padded = batch["attention_mask"] == 0
     added = (s[last + "attention.masked_scores"] - s[last + "attention.scores"]).abs().amax(dim=(1, 2))  # (B, L)
@@ -51,8 +56,14 @@ def test_trace_names_every_step_in_order_and_agrees_with_the_reference(minilm, h
 def test_trace_without_a_pooler_or_a_mask(tmp_path):
     import transformers
 
-    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=24, max_position_embeddings=16)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=16,
+    )
     ref = transformers.BertModel(config, add_pooling_layer=False)
     randomize_(ref)
     ref.save_pretrained(tmp_path)
@@ -64,8 +75,18 @@ def test_trace_without_a_pooler_or_a_mask(tmp_path):
 
 
 def test_parameter_formula_counts_the_modules():
-    for kwargs in ({}, dict(vocab_size=99, hidden_size=24, num_hidden_layers=3, num_attention_heads=2,
-                            intermediate_size=37, max_position_embeddings=40, type_vocab_size=3)):
+    for kwargs in (
+        {},
+        dict(
+            vocab_size=99,
+            hidden_size=24,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=40,
+            type_vocab_size=3,
+        ),
+    ):
         config = BertConfig(**kwargs)
         for pooler in (True, False):
             with torch.device("meta"):
@@ -78,8 +99,11 @@ def test_parameter_formula_counts_the_modules():
 
 
 def test_inspect_command(minilm_dir):
-    result = subprocess.run([sys.executable, "-m", "minibert", "inspect", "--json", "The cat sat.", "它很累。"],
-                            capture_output=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "minibert", "inspect", "--json", "The cat sat.", "它很累。"],
+        capture_output=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     tokens = [t["token"] for t in report["tokens"]]
@@ -90,8 +114,9 @@ def test_inspect_command(minilm_dir):
     assert len(report["attention"]) == 6 and len(report["attention"][0]["entropy"]) == 12
     assert report["parameters"]["total"] == report["parameters"]["formula"] == 22_713_216
     assert set(report["vectors"]["cosines"]) == {"mean~cls", "mean~pooler", "cls~pooler"}
-    text = subprocess.run([sys.executable, "-m", "minibert", "inspect", "word " * 600], capture_output=True,
-                          timeout=300)
+    text = subprocess.run(
+        [sys.executable, "-m", "minibert", "inspect", "word " * 600], capture_output=True, timeout=300
+    )
     assert text.returncode == 0
     assert b"minibert: warning: the text was longer than 512 tokens and was truncated" in text.stderr
     assert b"layers.5.ffn.norm" in text.stdout and b"FLOPs per token at length 512" in text.stdout
@@ -135,8 +160,9 @@ def test_trace_of_an_int8_model_gives_each_step_its_true_value(minilm):
     steps, plain = trace(encoder.model, batch), trace(model, batch)
     mask = batch["attention_mask"]
     for i in range(6):
-        torch.testing.assert_close(_real(steps[f"layers.{i}.ffn.norm"], mask), _real(own.hidden_states[i + 1], mask),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            _real(steps[f"layers.{i}.ffn.norm"], mask), _real(own.hidden_states[i + 1], mask), atol=1e-5, rtol=0
+        )
         up = steps[f"layers.{i}.ffn.up"]
         torch.testing.assert_close(steps[f"layers.{i}.ffn.act"], torch.nn.functional.gelu(up), atol=1e-6, rtol=0)
         for name in ("attention.context", "ffn.up", "ffn.act"):  # int8's error, not a different quantity

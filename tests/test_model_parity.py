@@ -21,9 +21,16 @@ def tiny_reference(tmp_path, layers, heads, hidden, **overrides):
     import transformers
 
     config = transformers.BertConfig(
-        vocab_size=99, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=37, max_position_embeddings=40, type_vocab_size=3, initializer_range=0.2,
-        attn_implementation="eager", **overrides,
+        vocab_size=99,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=37,
+        max_position_embeddings=40,
+        type_vocab_size=3,
+        initializer_range=0.2,
+        attn_implementation="eager",
+        **overrides,
     )
     ref = transformers.BertModel(config).eval()
     randomize_(ref)
@@ -47,8 +54,13 @@ def test_tiny_random_configs(tmp_path, layers, heads, hidden, with_positions):
     model = BertModel.from_pretrained(tmp_path)
     input_ids, attention_mask, token_type_ids = padded_batch()
     position_ids = torch.randint(0, 40, input_ids.shape) if with_positions else None
-    kwargs = dict(attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
-                  output_hidden_states=True, output_attentions=True)
+    kwargs = dict(
+        attention_mask=attention_mask,
+        token_type_ids=token_type_ids,
+        position_ids=position_ids,
+        output_hidden_states=True,
+        output_attentions=True,
+    )
     with torch.no_grad():
         expected = ref(input_ids, **kwargs)
         assert_outputs_match(model(input_ids, **kwargs), expected, attention_mask)
@@ -63,8 +75,11 @@ def test_other_activations(tmp_path, act):
     model = BertModel.from_pretrained(tmp_path)
     input_ids, attention_mask, token_type_ids = padded_batch()
     with torch.no_grad():
-        assert_outputs_match(model(input_ids, attention_mask, token_type_ids, output_attentions=True),
-                             ref(input_ids, attention_mask, token_type_ids, output_attentions=True), attention_mask)
+        assert_outputs_match(
+            model(input_ids, attention_mask, token_type_ids, output_attentions=True),
+            ref(input_ids, attention_mask, token_type_ids, output_attentions=True),
+            attention_mask,
+        )
 
 
 def test_defaults_mean_all_ones_mask_and_segment_zero(tmp_path):
@@ -73,8 +88,13 @@ def test_defaults_mean_all_ones_mask_and_segment_zero(tmp_path):
     input_ids = torch.randint(1, 99, (3, 9))
     with torch.no_grad():
         implicit = model(input_ids, output_hidden_states=True)
-        explicit = model(input_ids, torch.ones_like(input_ids), torch.zeros_like(input_ids), torch.arange(9),
-                         output_hidden_states=True)
+        explicit = model(
+            input_ids,
+            torch.ones_like(input_ids),
+            torch.zeros_like(input_ids),
+            torch.arange(9),
+            output_hidden_states=True,
+        )
     assert_outputs_match(implicit, explicit, atol=1e-6)
 
 
@@ -120,8 +140,9 @@ def test_bert_base_from_pretraining_checkpoint(bert_base):
     folder, ref = bert_base
     model = BertModel.from_pretrained(folder)
     input_ids, attention_mask, token_type_ids = padded_batch(vocab=30522, types=2, lengths=(24, 11), max_len=24)
-    kwargs = dict(attention_mask=attention_mask, token_type_ids=token_type_ids, output_hidden_states=True,
-                  output_attentions=True)
+    kwargs = dict(
+        attention_mask=attention_mask, token_type_ids=token_type_ids, output_hidden_states=True, output_attentions=True
+    )
     with torch.no_grad():
         assert_outputs_match(model(input_ids, **kwargs), ref(input_ids, **kwargs), attention_mask)
 
@@ -156,16 +177,21 @@ def test_bert_base_as_legacy_pytorch_bin(bert_base, tmp_path):
 
     folder, ref = bert_base
     state = load_file(folder / "model.safetensors")
-    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-              for k, v in state.items()}
+    legacy = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in state.items()
+    }
     assert any(k.endswith("LayerNorm.gamma") for k in legacy)
     (tmp_path / "config.json").write_text((folder / "config.json").read_text())
     torch.save(legacy, tmp_path / "pytorch_model.bin")
     model = BertModel.from_pretrained(tmp_path)
     input_ids, attention_mask, token_type_ids = padded_batch(vocab=30522, types=2, lengths=(16, 5), max_len=16)
     with torch.no_grad():
-        assert_outputs_match(model(input_ids, attention_mask, token_type_ids, output_hidden_states=True),
-                             ref(input_ids, attention_mask, token_type_ids, output_hidden_states=True), attention_mask)
+        assert_outputs_match(
+            model(input_ids, attention_mask, token_type_ids, output_hidden_states=True),
+            ref(input_ids, attention_mask, token_type_ids, output_hidden_states=True),
+            attention_mask,
+        )
 
 
 def test_eager_setting_is_the_reference_bit_for_bit(minilm_dir, hf_minilm):

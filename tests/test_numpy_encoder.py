@@ -13,8 +13,13 @@ import pytest
 from minibert import Encoder
 from minibert.numpy_encoder import NumpyEncoder
 
-TEXTS = ["A man is eating food.", "A man eats a meal.", "", "春眠不觉晓，处处闻啼鸟。",
-         "The committee met in the spring and decided, after a long and careful debate, to move the market."]
+TEXTS = [
+    "A man is eating food.",
+    "A man eats a meal.",
+    "",
+    "春眠不觉晓，处处闻啼鸟。",
+    "The committee met in the spring and decided, after a long and careful debate, to move the market.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +63,11 @@ def test_pooler_output_matches_on_a_checkpoint_with_a_pooler(bert_base, minilm_d
 
 
 def test_the_numpy_path_never_imports_torch(minilm_dir):
-    code = ("import sys\nfrom minibert.cli import main\n"
-            f"sys.argv = ['minibert', 'similarity', '--model', {str(minilm_dir)!r}, 'a cat', 'a dog']\n"
-            "main()\nprint('torch' in sys.modules)")
+    code = (
+        "import sys\nfrom minibert.cli import main\n"
+        f"sys.argv = ['minibert', 'similarity', '--model', {str(minilm_dir)!r}, 'a cat', 'a dog']\n"
+        "main()\nprint('torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "False"
@@ -69,9 +76,23 @@ def test_the_numpy_path_never_imports_torch(minilm_dir):
 def test_cli_backends_print_the_same_table(minilm_dir):
     tables = {}
     for backend in ("numpy", "torch"):
-        result = subprocess.run([sys.executable, "-m", "minibert", "similarity", "--backend", backend,
-                                 "--model", str(minilm_dir), *TEXTS[:2], TEXTS[4]], capture_output=True,
-                                text=True, timeout=300)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "minibert",
+                "similarity",
+                "--backend",
+                backend,
+                "--model",
+                str(minilm_dir),
+                *TEXTS[:2],
+                TEXTS[4],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         tables[backend] = np.array([[float(x) for x in line.split()[-3:]] for line in result.stdout.splitlines()[1:]])
     assert np.abs(tables["numpy"] - tables["torch"]).max() <= 0.01  # two decimals, one rounding apart at most
@@ -85,8 +106,15 @@ def test_bad_weights_are_refused_by_name(minilm_dir, tmp_path):
     cases = {
         "missing": ({k: v for k, v in original.items() if k != key}, "is missing"),
         "shape": ({**original, key: original[key][:10]}, "has shape (10, 384), the config needs (1536, 384)"),
-        "nan": ({**original, key: np.where(np.arange(original[key].size).reshape(original[key].shape) < 3,
-                                           np.nan, original[key]).astype(np.float32)}, "holds 3 NaN or infinite"),
+        "nan": (
+            {
+                **original,
+                key: np.where(
+                    np.arange(original[key].size).reshape(original[key].shape) < 3, np.nan, original[key]
+                ).astype(np.float32),
+            },
+            "holds 3 NaN or infinite",
+        ),
     }
     for name, (tensors, message) in cases.items():
         folder = tmp_path / name
@@ -107,8 +135,12 @@ def test_what_the_numpy_backend_cannot_run_is_refused(minilm_dir, tmp_path):
     with pytest.raises(ValueError, match="has none \\(or holds an int8 model\\); use backend='torch'"):
         NumpyEncoder.from_pretrained(folder)
     # the command line falls back to torch for such a folder
-    result = subprocess.run([sys.executable, "-m", "minibert", "similarity", "--model", str(folder), "a", "b"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "minibert", "similarity", "--model", str(folder), "a", "b"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and "1.00" in result.stdout, result.stderr
     gelu_new = tmp_path / "gelu_new"
     shutil.copytree(minilm_dir, gelu_new)

@@ -45,5 +45,7 @@ def test_parity_without_transformers_says_how_to_get_it():
     code = "import sys; sys.modules['transformers'] = None; from minibert.cli import main; sys.exit(main(['parity']))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
     assert result.returncode == 2
-    assert result.stderr.decode().strip() == ("minibert parity: minibert parity compares against Hugging Face "
-                                              "transformers, which is not installed: pip install transformers")
+    assert result.stderr.decode().strip() == (
+        "minibert parity: minibert parity compares against Hugging Face "
+        "transformers, which is not installed: pip install transformers"
+    )

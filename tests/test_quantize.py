@@ -17,9 +17,16 @@ from minibert.quantize import Int8Linear, calibration_texts, int8_available
 pytestmark = pytest.mark.skipif(not int8_available(), reason="this torch build has no oneDNN int8 kernel")
 
 TEXTS = [
-    "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
-    "A man is riding a horse.", "A woman is playing violin.", "Two men pushed carts through the woods.",
-    "A monkey is playing drums.", "Der Zug fährt um acht Uhr ab.", "東京は日本の首都です。", "",
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A monkey is playing drums.",
+    "Der Zug fährt um acht Uhr ab.",
+    "東京は日本の首都です。",
+    "",
     "The committee postponed its decision on the new budget until the spring meeting. " * 8,
 ]
 
@@ -101,8 +108,9 @@ def test_calibration_texts_are_fixed_and_span_the_lengths():
         calibration_texts({"[CLS]": 0, "##s": 1}, max_words=16)
 
 
-def test_an_int8_model_saved_once_loads_without_calibration_and_gives_the_same_vectors(minilm_dir, tmp_path,
-                                                                                         monkeypatch):
+def test_an_int8_model_saved_once_loads_without_calibration_and_gives_the_same_vectors(
+    minilm_dir, tmp_path, monkeypatch
+):
     import minibert.quantize as quantize
 
     texts = TEXTS + [f"sentence {i} about the town and the river " * (1 + i % 5) for i in range(30)]
@@ -146,14 +154,30 @@ def test_quantize_command(minilm_dir, tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "minibert", "quantize", str(minilm_dir), str(tmp_path / "q")],
-                            capture_output=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "minibert", "quantize", str(minilm_dir), str(tmp_path / "q")],
+        capture_output=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert b"minibert: wrote" in result.stderr and b"int8" in result.stderr
     texts = tmp_path / "t.txt"
     texts.write_text("\n".join(TEXTS[:4]) + "\n")
-    out = subprocess.run([sys.executable, "-m", "minibert", "embed", "--model", str(tmp_path / "q"), str(texts),
-                          "-o", str(tmp_path / "v.npy")], capture_output=True, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "minibert",
+            "embed",
+            "--model",
+            str(tmp_path / "q"),
+            str(texts),
+            "-o",
+            str(tmp_path / "v.npy"),
+        ],
+        capture_output=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr
     expected = Encoder.from_pretrained(tmp_path / "q").encode(TEXTS[:4])
     np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), expected)

@@ -29,8 +29,13 @@ def test_map_batches_gives_the_single_process_vectors_with_ids_aligned(ray_clust
     ray = ray_cluster
     rows = [{"id": 1000 + i, "text": t} for i, t in enumerate(TEXTS)]
     ds = ray.data.from_items(rows).repartition(4)
-    ds = ds.map_batches(MinibertEmbedder, concurrency=1, batch_size=8, num_cpus=1,  # 1 CPU left for reading
-                        fn_constructor_kwargs={"model": str(minilm_dir), "threads": 1})
+    ds = ds.map_batches(
+        MinibertEmbedder,
+        concurrency=1,
+        batch_size=8,
+        num_cpus=1,  # 1 CPU left for reading
+        fn_constructor_kwargs={"model": str(minilm_dir), "threads": 1},
+    )
     out = sorted(ds.take_all(), key=lambda r: r["id"])
     assert [r["id"] for r in out] == [1000 + i for i in range(len(TEXTS))]
     assert [r["text"] for r in out] == TEXTS
@@ -46,8 +51,9 @@ def test_read_text_to_parquet_script_recipe(ray_cluster, minilm_dir, tmp_path):
     ray = ray_cluster
     (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
     ds = ray.data.read_text(str(tmp_path / "in.txt"))
-    ds = ds.map_batches(MinibertEmbedder, concurrency=1, batch_size=16,
-                        fn_constructor_kwargs={"model": str(minilm_dir)})
+    ds = ds.map_batches(
+        MinibertEmbedder, concurrency=1, batch_size=16, fn_constructor_kwargs={"model": str(minilm_dir)}
+    )
     ds.write_parquet(str(tmp_path / "out"))
     table = pq.read_table(tmp_path / "out")
     by_text = dict(zip(table.column("text").to_pylist(), table.column("embedding").to_pylist()))
@@ -73,9 +79,23 @@ def test_embed_ray_script_end_to_end(minilm_dir, tmp_path):
 
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"doc": i, "body": t}) + "\n" for i, t in enumerate(TEXTS)))
     script = Path(__file__).parents[1] / "scripts" / "embed_ray.py"
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "in.jsonl"), str(tmp_path / "out"),
-                             "--text-column", "body", "--model", str(minilm_dir), "--batch-size", "16"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "in.jsonl"),
+            str(tmp_path / "out"),
+            "--text-column",
+            "body",
+            "--model",
+            str(minilm_dir),
+            "--batch-size",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     table = pq.read_table(tmp_path / "out")
     docs, vectors = table.column("doc").to_pylist(), np.array(table.column("embedding").to_pylist(), np.float32)

@@ -54,10 +54,12 @@ def test_spec_matches_bert_model_on_bert_base_shapes(bert_base, dtype, atol):
 
 
 def test_spec_imports_no_torch(minilm_dir):
-    code = ("import sys; from minibert import spec; from minibert.config import BertConfig; "
-            f"w = spec.load_weights({str(minilm_dir)!r}); "
-            "c = BertConfig.from_json(" + repr(str(minilm_dir / "config.json")) + "); "
-            "out = spec.encode(w, c, [[101, 2023, 102]]); "
-            "print(out['last_hidden_state'].shape, 'torch' in sys.modules)")
+    code = (
+        "import sys; from minibert import spec; from minibert.config import BertConfig; "
+        f"w = spec.load_weights({str(minilm_dir)!r}); "
+        "c = BertConfig.from_json(" + repr(str(minilm_dir / "config.json")) + "); "
+        "out = spec.encode(w, c, [[101, 2023, 102]]); "
+        "print(out['last_hidden_state'].shape, 'torch' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["(1,", "3,", "384)", "False"], result.stderr

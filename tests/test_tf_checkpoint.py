@@ -68,12 +68,15 @@ def reference_from_npz(npz):
 
     import transformers
 
-    config = transformers.BertConfig(**json.loads((FIXTURE / "bert_config.json").read_text()),
-                                     attn_implementation="eager")
+    config = transformers.BertConfig(
+        **json.loads((FIXTURE / "bert_config.json").read_text()), attn_implementation="eager"
+    )
     model = transformers.BertForPreTraining(config).eval()
-    special = {"cls.predictions.bias": "cls/predictions/output_bias",
-               "cls.seq_relationship.weight": "cls/seq_relationship/output_weights",
-               "cls.seq_relationship.bias": "cls/seq_relationship/output_bias"}
+    special = {
+        "cls.predictions.bias": "cls/predictions/output_bias",
+        "cls.seq_relationship.weight": "cls/seq_relationship/output_weights",
+        "cls.seq_relationship.bias": "cls/seq_relationship/output_bias",
+    }
     state = {}
     for key in model.state_dict():
         if key in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias"):
@@ -120,10 +123,16 @@ def test_convert_loads_in_transformers_and_matches(npz, tmp_path):
     import transformers
 
     out = convert(FIXTURE, tmp_path / "hf")
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json",
-                                                    "tokenizer_config.json", "vocab.txt"]
-    loaded, info = transformers.BertForPreTraining.from_pretrained(out, output_loading_info=True,
-                                                                  attn_implementation="eager")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ]
+    loaded, info = transformers.BertForPreTraining.from_pretrained(
+        out, output_loading_info=True, attn_implementation="eager"
+    )
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     reference = reference_from_npz(npz)
     inputs = batch()
@@ -133,25 +142,36 @@ def test_convert_loads_in_transformers_and_matches(npz, tmp_path):
     torch.testing.assert_close(got.seq_relationship_logits, want.seq_relationship_logits, atol=1e-5, rtol=0)
     # minibert reads the converted folder too, and tokenizes the same
     with torch.no_grad():
-        assert_outputs_match(BertModel.from_pretrained(out)(**inputs), reference.bert(**inputs),
-                             inputs["attention_mask"])
+        assert_outputs_match(
+            BertModel.from_pretrained(out)(**inputs), reference.bert(**inputs), inputs["attention_mask"]
+        )
     hf_tok = transformers.BertTokenizerFast.from_pretrained(out)
     texts = ["Hello THE Model", "春眠 tokens!", ""]
-    assert hf_tok(texts, padding=True, return_tensors="pt")["input_ids"].tolist() == \
-        Tokenizer.from_pretrained(out)(texts)["input_ids"].tolist() == \
-        Tokenizer.from_pretrained(FIXTURE)(texts)["input_ids"].tolist()
+    assert (
+        hf_tok(texts, padding=True, return_tensors="pt")["input_ids"].tolist()
+        == Tokenizer.from_pretrained(out)(texts)["input_ids"].tolist()
+        == Tokenizer.from_pretrained(FIXTURE)(texts)["input_ids"].tolist()
+    )
 
 
 def test_convert_command(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "minibert", "convert", str(FIXTURE), str(tmp_path / "out")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "minibert", "convert", str(FIXTURE), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "model.safetensors").is_file()
-    result = subprocess.run([sys.executable, "-m", "minibert", "convert", str(tmp_path / "nowhere"),
-                             str(tmp_path / "out2")], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "minibert", "convert", str(tmp_path / "nowhere"), str(tmp_path / "out2")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and "model folder not found" in result.stderr
 
 
@@ -171,8 +191,11 @@ def test_flipped_data_byte(copy, npz):
     raw = bytearray(data.read_bytes())
     raw[entry.offset + 17] ^= 0x01
     data.write_bytes(bytes(raw))
-    with pytest.raises(TFCheckpointError, match=r"data-00000-of-00001: checksum mismatch for variable "
-                                                r"'bert/encoder/layer_1/output/dense/kernel'"):
+    with pytest.raises(
+        TFCheckpointError,
+        match=r"data-00000-of-00001: checksum mismatch for variable "
+        r"'bert/encoder/layer_1/output/dense/kernel'",
+    ):
         BertModel.from_pretrained(copy)
 
 
@@ -246,8 +269,13 @@ def write_bundle(prefix, tensors, *, big_endian=False, dtype_override=None, crc_
     for name, value in sorted(tensors.items()) if isinstance(tensors, dict) else tensors:
         raw = value.astype("<f4").tobytes()
         shape = b"".join(field(2, 2, field(1, 0, d)) for d in (shapes or {}).get(name, value.shape))
-        entry = (field(1, 0, dtype_override or 1) + field(2, 2, shape) + field(4, 0, len(data))
-                 + field(5, 0, len(raw)) + field(6, 5, (mask_crc(crc32c(raw)) + crc_offset) & 0xFFFFFFFF))
+        entry = (
+            field(1, 0, dtype_override or 1)
+            + field(2, 2, shape)
+            + field(4, 0, len(data))
+            + field(5, 0, len(raw))
+            + field(6, 5, (mask_crc(crc32c(raw)) + crc_offset) & 0xFFFFFFFF)
+        )
         entries.append((name if isinstance(name, bytes) else name.encode(), entry))
         data += raw
     header = field(1, 0, 1) + (field(2, 0, 1) if big_endian else b"")
@@ -284,16 +312,23 @@ def test_unsupported_dtype_names_the_variable(tmp_path):
 
 def test_wrong_checksum_names_the_variable(tmp_path):
     write_bundle(tmp_path / "x.ckpt", {"bert/w": np.ones(4, np.float32)}, crc_offset=1)
-    with pytest.raises(TFCheckpointError, match=r"x\.ckpt\.data-00000-of-00001: checksum mismatch for "
-                                                r"variable 'bert/w'"):
+    with pytest.raises(
+        TFCheckpointError,
+        match=r"x\.ckpt\.data-00000-of-00001: checksum mismatch for "
+        r"variable 'bert/w'",
+    ):
         TFCheckpoint(tmp_path / "x.ckpt").read("bert/w")
 
 
 def test_google_names():
-    assert google_to_hf("bert/encoder/layer_11/attention/self/query/kernel") == \
-        ("bert.encoder.layer.11.attention.self.query.weight", True)
-    assert google_to_hf("bert/encoder/layer_0/output/LayerNorm/gamma") == \
-        ("bert.encoder.layer.0.output.LayerNorm.weight", False)
+    assert google_to_hf("bert/encoder/layer_11/attention/self/query/kernel") == (
+        "bert.encoder.layer.11.attention.self.query.weight",
+        True,
+    )
+    assert google_to_hf("bert/encoder/layer_0/output/LayerNorm/gamma") == (
+        "bert.encoder.layer.0.output.LayerNorm.weight",
+        False,
+    )
     assert google_to_hf("bert/embeddings/word_embeddings") == ("bert.embeddings.word_embeddings.weight", False)
     assert google_to_hf("cls/seq_relationship/output_weights") == ("cls.seq_relationship.weight", False)
     assert google_to_hf("cls/predictions/output_bias") == ("cls.predictions.bias", False)
@@ -318,8 +353,11 @@ def test_a_variable_listed_twice_is_refused(tmp_path):
 def test_two_spellings_of_one_layer_are_refused(tmp_path, copy):
     name = "bert/encoder/layer{}0/attention/self/query/bias"
     write_bundle(copy / "bert_model.ckpt", {name.format("/"): np.ones(32), name.format("_"): np.zeros(32)})
-    with pytest.raises(CheckpointError, match=r"variables '.*layer/0.*' and '.*layer_0.*' both map to "
-                                              r"'bert\.encoder\.layer\.0\.attention\.self\.query\.bias'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"variables '.*layer/0.*' and '.*layer_0.*' both map to "
+        r"'bert\.encoder\.layer\.0\.attention\.self\.query\.bias'",
+    ):
         BertModel.from_pretrained(copy)
 
 

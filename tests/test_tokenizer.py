@@ -86,8 +86,11 @@ def test_vocab_txt_matches_original_algorithm(minilm_dir, tmp_path, lowercase):
 
 
 def test_google_folder_lowercasing_from_name_or_argument(minilm_dir, tmp_path):
-    for name, expected in [("uncased_L-12_H-768_A-12", "hello"), ("cased_L-12_H-768_A-12", "[UNK]"),
-                           ("chinese_L-12_H-768_A-12", "hello")]:
+    for name, expected in [
+        ("uncased_L-12_H-768_A-12", "hello"),
+        ("cased_L-12_H-768_A-12", "[UNK]"),
+        ("chinese_L-12_H-768_A-12", "hello"),
+    ]:
         (tmp_path / name).mkdir()
         shutil.copy(minilm_dir / "vocab.txt", tmp_path / name / "vocab.txt")
         assert Tokenizer.from_pretrained(tmp_path / name).tokenize("HELLO")[1] == expected, name

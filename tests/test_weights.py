@@ -21,9 +21,16 @@ def tiny(tmp_path):
     """A tiny random transformers.BertForPreTraining: folder, reference encoder, its state dict."""
     import transformers
 
-    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=24, max_position_embeddings=20, initializer_range=0.3,
-                                     attn_implementation="eager")
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=20,
+        initializer_range=0.3,
+        attn_implementation="eager",
+    )
     ref = transformers.BertForPreTraining(config).eval()
     randomize_(ref)
     folder = tmp_path / "hf"
@@ -36,8 +43,11 @@ def check_against(folder, ref):
     ids = torch.randint(0, 50, (2, 7))
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3])
     with torch.no_grad():
-        assert_outputs_match(model(ids, mask, output_hidden_states=True, output_attentions=True),
-                             ref(ids, mask, output_hidden_states=True, output_attentions=True), mask)
+        assert_outputs_match(
+            model(ids, mask, output_hidden_states=True, output_attentions=True),
+            ref(ids, mask, output_hidden_states=True, output_attentions=True),
+            mask,
+        )
     return model
 
 
@@ -56,8 +66,10 @@ def write_folder(folder, config_src, files: dict):
 
 def legacy_names(state):
     """pytorch-pretrained-bert style: LayerNorm.gamma / LayerNorm.beta, plus the position_ids buffer."""
-    out = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-           for k, v in state.items()}
+    out = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in state.items()
+    }
     out["bert.embeddings.position_ids"] = torch.arange(20)[None]
     return out
 
@@ -93,8 +105,10 @@ def test_sharded_pytorch_bin(tiny, tmp_path):
     folder, ref, state = tiny
     keys = sorted(state)
     half = len(keys) // 2
-    parts = {"pytorch_model-00001-of-00002.bin": {k: state[k] for k in keys[:half]},
-             "pytorch_model-00002-of-00002.bin": {k: state[k] for k in keys[half:]}}
+    parts = {
+        "pytorch_model-00001-of-00002.bin": {k: state[k] for k in keys[:half]},
+        "pytorch_model-00002-of-00002.bin": {k: state[k] for k in keys[half:]},
+    }
     index = {"weight_map": {k: f for f, part in parts.items() for k in part}}
     check_against(write_folder(tmp_path / "binshards", folder, {**parts, "pytorch_model.bin.index.json": index}), ref)
 
@@ -115,20 +129,33 @@ def _set(key, value):
     return lambda state: state.__setitem__(key, value)
 
 
-@pytest.mark.parametrize("edit,message", [
-    (_drop("bert.encoder.layer.1.attention.self.value.bias"),
-     r"missing encoder weight 'encoder\.layer\.1\.attention\.self\.value\.bias'"),
-    (_set("bert.encoder.layer.0.intermediate.dense.weight", torch.zeros(25, 16)),
-     r"'bert\.encoder\.layer\.0\.intermediate\.dense\.weight' has shape \(25, 16\), but the config expects "
-     r"\(24, 16\)"),
-    (_set("bert.encoder.layer.0.attention.self.rotary.weight", torch.zeros(3)),
-     r"unexpected key 'bert\.encoder\.layer\.0\.attention\.self\.rotary\.weight'"),
-    (_set("bert.encoder.layer.2.output.dense.bias", torch.zeros(16)),
-     r"unexpected key 'bert\.encoder\.layer\.2\.output\.dense\.bias' \(layer 2, but num_hidden_layers is 2\)"),
-    (_drop("bert.pooler.dense.bias"), r"missing pooler weight 'pooler\.dense\.bias'"),
-    (_set("bert.embeddings.word_embeddings.weight", torch.zeros(50, 16, dtype=torch.int32)),
-     r"'bert\.embeddings\.word_embeddings\.weight' has dtype torch\.int32; expected floating point"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            _drop("bert.encoder.layer.1.attention.self.value.bias"),
+            r"missing encoder weight 'encoder\.layer\.1\.attention\.self\.value\.bias'",
+        ),
+        (
+            _set("bert.encoder.layer.0.intermediate.dense.weight", torch.zeros(25, 16)),
+            r"'bert\.encoder\.layer\.0\.intermediate\.dense\.weight' has shape \(25, 16\), but the config expects "
+            r"\(24, 16\)",
+        ),
+        (
+            _set("bert.encoder.layer.0.attention.self.rotary.weight", torch.zeros(3)),
+            r"unexpected key 'bert\.encoder\.layer\.0\.attention\.self\.rotary\.weight'",
+        ),
+        (
+            _set("bert.encoder.layer.2.output.dense.bias", torch.zeros(16)),
+            r"unexpected key 'bert\.encoder\.layer\.2\.output\.dense\.bias' \(layer 2, but num_hidden_layers is 2\)",
+        ),
+        (_drop("bert.pooler.dense.bias"), r"missing pooler weight 'pooler\.dense\.bias'"),
+        (
+            _set("bert.embeddings.word_embeddings.weight", torch.zeros(50, 16, dtype=torch.int32)),
+            r"'bert\.embeddings\.word_embeddings\.weight' has dtype torch\.int32; expected floating point",
+        ),
+    ],
+)
 def test_bad_checkpoints_name_the_file_and_key(tiny, tmp_path, edit, message):
     folder, _, state = tiny
     edit(state)
@@ -224,8 +251,9 @@ def test_save_pretrained_loads_in_transformers_without_missing_keys(tiny, tmp_pa
     assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        loaded, info = transformers.BertModel.from_pretrained(tmp_path / "saved", output_loading_info=True,
-                                                             attn_implementation="eager")
+        loaded, info = transformers.BertModel.from_pretrained(
+            tmp_path / "saved", output_loading_info=True, attn_implementation="eager"
+        )
     assert not info["missing_keys"]
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
     ids = torch.randint(0, 50, (2, 6))
@@ -264,9 +292,11 @@ def test_unreadable_shard_index(tiny, tmp_path, index):
 def test_loading_builds_no_random_weights(minilm_dir):
     # The model is built as a skeleton: meta tensors, random initialisers skipped. A meta-device normal_
     # alone would import torch._dynamo and sympy (about 800 modules, 1 s and 68 MB).
-    code = ("import sys; from minibert import Encoder; "
-            f"Encoder.from_pretrained({str(minilm_dir)!r}).encode('A sentence.'); "
-            "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)")
+    code = (
+        "import sys; from minibert import Encoder; "
+        f"Encoder.from_pretrained({str(minilm_dir)!r}).encode('A sentence.'); "
+        "print('torch._dynamo' in sys.modules, 'sympy' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]

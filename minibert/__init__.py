@@ -29,14 +29,14 @@ __all__ = [
 ]
 
 _LAZY = {
-    "BertModel": "minibert.weights",  # minibert.model's BertModel, with from_pretrained added by weights.py
+    "BertModel": "minibert.formats.checkpoint",  # minibert.model's BertModel, with from_pretrained added by weights.py
     "BertOutput": "minibert.model",
     "EncoderOutput": "minibert.model",
-    "CheckpointError": "minibert.weights",
+    "CheckpointError": "minibert.formats.checkpoint",
     "Tokenizer": "minibert.tokenizer",
     "Encoder": "minibert.encoder",
-    "default_model": "minibert.hub",
-    "read_vectors": "minibert.corpus",
+    "default_model": "minibert.formats.hub",
+    "read_vectors": "minibert.corpus.shards",
     "similarity": "minibert.encoder",
     "fill_mask": "minibert.heads",
     "BertForMaskedLM": "minibert.heads",

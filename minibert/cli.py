@@ -48,7 +48,7 @@ INSPECT_EXAMPLES = """examples:
   minibert inspect "The cat sat on the mat."
   minibert inspect --model bert-base-uncased "How old are you?" "I am six." --json > trace.json
 
-Step names are those of minibert/inspect.py (and minibert dump): embeddings.*, layers.N.attention.*,
+Step names are those of minibert/tools/trace.py (and minibert dump): embeddings.*, layers.N.attention.*,
 layers.N.ffn.*, pooler.*.
 """
 ATTENTION_EXAMPLES = """examples:
@@ -318,7 +318,7 @@ FORMATS = {".npy": "npy", ".jsonl": "jsonl", ".tsv": "tsv"}
 def run_embed(args) -> None:
     import numpy as np
 
-    from minibert.atomic import atomic_open
+    from minibert.formats.atomic import atomic_open
 
     start = time.perf_counter()
     if args.pooling is not None and args.pooling not in POOLINGS:
@@ -343,7 +343,7 @@ def run_embed(args) -> None:
     normalize = False if args.no_normalize else None
 
     # The output is opened before the work, so an unwritable place fails now, and written to a temporary
-    # name that becomes `output` only once every byte is on disk (minibert/atomic.py).
+    # name that becomes `output` only once every byte is on disk (minibert/formats/atomic.py).
     with atomic_open(output) if output is not None else _stdout() as out:
         vectors = encoder.encode(
             texts, pooling=args.pooling, normalize=normalize, batch_size=args.batch_size, max_length=args.max_length
@@ -369,10 +369,10 @@ def run_embed(args) -> None:
 
 
 def run_embed_folder(args, output: Path, start: float) -> None:
-    """embed into a folder of shards, resumable (minibert/corpus.py)."""
-    from minibert.corpus import Source, count_rows, embed_to_folder, weights_sha256
+    """embed into a folder of shards, resumable (minibert/corpus/shards.py)."""
+    from minibert.corpus.shards import Source, count_rows, embed_to_folder, weights_sha256
     from minibert.encoder import Encoder
-    from minibert.hub import default_model, resolve
+    from minibert.formats.hub import default_model, resolve
 
     if args.format is not None:
         raise UsageError("minibert embed: a folder output gets .npy shards and a manifest; --format is for one file")
@@ -463,7 +463,7 @@ def check_writable(output: Path, command: str = "embed") -> None:
 def check_device(device) -> None:
     if device is None:
         return
-    from minibert.weights import as_device
+    from minibert.formats.checkpoint import as_device
 
     try:
         as_device(device)
@@ -485,7 +485,7 @@ class _stdout:
 def run_similarity(args) -> None:
     import numpy as np
 
-    from minibert.hub import default_model, resolve
+    from minibert.formats.hub import default_model, resolve
 
     folder = default_model() if args.model is None else resolve(args.model)
     if args.backend == "auto":  # a few texts: numpy, so that the command never waits for torch to import
@@ -504,7 +504,7 @@ def run_similarity(args) -> None:
 
 
 def run_tokenize(args) -> None:
-    from minibert.hub import default_model
+    from minibert.formats.hub import default_model
     from minibert.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_pretrained(args.model or default_model(), lowercase=args.lowercase)
@@ -521,9 +521,9 @@ def _traced_input(args):
     """The model, tokenizer and one (text, pair) batch for inspect and attention, truncated with a warning."""
     import warnings
 
-    from minibert.hub import default_model
+    from minibert.formats.checkpoint import BertModel
+    from minibert.formats.hub import default_model
     from minibert.tokenizer import Tokenizer
-    from minibert.weights import BertModel
 
     folder = args.model or default_model()
     tokenizer = Tokenizer.from_pretrained(folder, lowercase=args.lowercase)
@@ -543,7 +543,7 @@ def _traced_input(args):
 def run_inspect(args) -> None:
     import torch
 
-    from minibert.inspect import (
+    from minibert.tools.trace import (
         attention_summary,
         component_parameters,
         flops_per_token,
@@ -637,8 +637,8 @@ def run_inspect(args) -> None:
 
 
 def run_attention(args) -> None:
-    from minibert.atomic import write_text
-    from minibert.explorer import attention_html, write_png_heatmaps
+    from minibert.formats.atomic import write_text
+    from minibert.tools.explorer import attention_html, write_png_heatmaps
 
     output = Path(args.output)
     check_writable(output, "attention")
@@ -668,9 +668,9 @@ def run_attention(args) -> None:
 def run_dump(args) -> None:
     import warnings
 
-    from minibert.dump import activations, write_dump
-    from minibert.hub import default_model
+    from minibert.formats.hub import default_model
     from minibert.tokenizer import Tokenizer
+    from minibert.tools.dump import activations, write_dump
 
     output = Path(args.output)
     check_writable(output, "dump")
@@ -698,7 +698,7 @@ def run_dump(args) -> None:
                 )
             model = head_model.bert
         else:
-            from minibert.weights import BertModel
+            from minibert.formats.checkpoint import BertModel
 
             model, head_model = BertModel.from_pretrained(folder, dtype=args.dtype), None
     limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)
@@ -727,8 +727,8 @@ def run_dump(args) -> None:
 
 
 def run_compare(args) -> None:
-    from minibert.compare import compare, format_report
-    from minibert.dump import read_dump
+    from minibert.tools.compare import compare, format_report
+    from minibert.tools.dump import read_dump
 
     reference, _ = read_dump(args.reference)
     candidate, _ = read_dump(args.candidate)
@@ -739,8 +739,8 @@ def run_compare(args) -> None:
 
 
 def run_parity(args) -> None:
-    from minibert.hub import default_model
-    from minibert.parity import format_parity, parity
+    from minibert.formats.hub import default_model
+    from minibert.tools.parity import format_parity, parity
 
     check_device(args.device)
     texts = read_lines(args.texts_file) if args.texts_file else None
@@ -756,8 +756,8 @@ def run_parity(args) -> None:
 
 
 def run_quantize(args) -> None:
-    from minibert.atomic import check_folder_target
     from minibert.encoder import Encoder
+    from minibert.formats.atomic import check_folder_target
 
     check_folder_target(Path(args.out), args.force)
     start = time.perf_counter()
@@ -794,7 +794,7 @@ def run_fill_mask(args) -> None:
 
 
 def run_convert(args) -> None:
-    from minibert.convert import convert
+    from minibert.formats.convert import convert
 
     out = convert(args.src, args.out, lowercase=args.lowercase, force=args.force)
     print(f"minibert: wrote {out}", file=sys.stderr)

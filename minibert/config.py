@@ -145,6 +145,6 @@ class BertConfig:
         return {"architectures": [architecture], "model_type": "bert", **dataclasses.asdict(self), **extra}
 
     def save_json(self, path: str | os.PathLike, architecture: str = "BertModel", **extra) -> None:
-        from minibert.atomic import write_text
+        from minibert.formats.atomic import write_text
 
         write_text(path, json.dumps(self.to_dict(architecture, **extra), indent=2, sort_keys=True) + "\n")

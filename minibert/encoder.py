@@ -12,8 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minibert.heap import release_free_memory
-from minibert.hub import default_model, resolve
+from minibert.fast.heap import release_free_memory
+from minibert.formats.checkpoint import BertModel
+from minibert.formats.hub import default_model, resolve
+from minibert.formats.sentence_transformers import read_sentence_transformers_settings
 from minibert.settings import (
     POOLINGS,
     check_batch_size,
@@ -22,9 +24,7 @@ from minibert.settings import (
     check_vocabulary,
     saved_quantization,
 )
-from minibert.st_config import read_sentence_transformers_settings
 from minibert.tokenizer import Tokenizer, as_text_list
-from minibert.weights import BertModel
 
 
 class Encoder:
@@ -54,8 +54,8 @@ class Encoder:
         _warn_if_slow_bfloat16(model)
         global _encoders_made
         _encoders_made = True
-        if fast:  # oneDNN linear layers with the GELU fused, on CPU (see minibert/fast.py); same weights
-            from minibert.fast import fuse_linear_layers
+        if fast:  # oneDNN linear layers with the GELU fused, on CPU (see minibert/fast/onednn.py); same weights
+            from minibert.fast.onednn import fuse_linear_layers
 
             fuse_linear_layers(model)
         self.fast = fast  # also: batches side by side on CPU cores, in encode
@@ -86,12 +86,12 @@ class Encoder:
         """Load a model folder or Hub id; None loads the default, all-MiniLM-L6-v2.
 
         `fast=True`, on CPU: the linear layers run through oneDNN with the GELU fused where that is faster
-        (AVX-512; minibert/fast.py, minibert/cpu.py), and batches run side by side, one per core; the same
+        (AVX-512; minibert/fast/onednn.py, minibert/fast/cpu.py), and batches run side by side, one per core; the same
         weights, results equal to the plain path up to float rounding. `fast=False` keeps the plain model
         and one batch at a time.
 
         `quantize="int8"`, CPU and float32 only: the encoder layers' linear layers compute in 8 bits
-        (minibert/quantize.py), calibrated at load time on texts made from the vocabulary (about a
+        (minibert/fast/quantize.py), calibrated at load time on texts made from the vocabulary (about a
         second for all-MiniLM-L6-v2). Faster and lossy: README's Speed section gives both figures.
 
         A folder saved by sentence-transformers (modules.json, 1_Pooling/config.json,
@@ -104,7 +104,7 @@ class Encoder:
         `backend="numpy"` returns a minibert.numpy_encoder.NumpyEncoder instead: the same interface and
         vectors (within 1e-5) from the numpy specification, for a few texts on CPU in float32.
         """
-        from minibert.weights import as_device, as_dtype
+        from minibert.formats.checkpoint import as_device, as_dtype
 
         if backend == "numpy":
             from minibert.numpy_encoder import NumpyEncoder
@@ -132,7 +132,7 @@ class Encoder:
         settings = read_sentence_transformers_settings(folder)
         tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
         if saved_quantization(folder):  # an int8 folder Encoder.save_pretrained wrote: no calibration
-            from minibert.quantize import load_int8_model
+            from minibert.fast.quantize import load_int8_model
 
             if device.type != "cpu" or dtype != torch.float32:
                 raise ValueError(
@@ -143,7 +143,7 @@ class Encoder:
         else:
             model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
             if quantize:
-                from minibert.quantize import calibration_batches, quantize_int8
+                from minibert.fast.quantize import calibration_batches, quantize_int8
 
                 max_length = min(
                     settings.get("max_length") or tokenizer.model_max_length, model.config.max_position_embeddings
@@ -159,10 +159,10 @@ class Encoder:
         is written as int8 weights with their scales and smoothing factors, and a config entry saying so:
         from_pretrained loads it without calibrating, and gives the same vectors on the same machine.
         Built beside `directory` and moved into place whole; a non-empty `directory` needs force=True."""
-        from minibert.atomic import atomic_folder
-        from minibert.convert import copy_sentence_transformers_files
-        from minibert.quantize import Int8Linear, int8_state_dict
-        from minibert.weights import save_model, save_safetensors
+        from minibert.fast.quantize import Int8Linear, int8_state_dict
+        from minibert.formats.atomic import atomic_folder
+        from minibert.formats.checkpoint import save_model, save_safetensors
+        from minibert.formats.convert import copy_sentence_transformers_files
 
         quantized = any(isinstance(m, Int8Linear) for m in self.model.modules())
         with atomic_folder(directory, force=force) as tmp:
@@ -226,7 +226,7 @@ class Encoder:
         stays bounded by `chunk_size`, not by the corpus; texts are length-sorted within a chunk, and the
         vectors equal `encode`'s. `options` are encode's; `stats`, if given, gets running totals of
         texts, tokens and truncated texts. One truncation warning comes at the end. Between chunks the
-        C heap's free pages go back to the OS (minibert/heap.py), so resident memory does not creep."""
+        C heap's free pages go back to the OS (minibert/fast/heap.py), so resident memory does not creep."""
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         if isinstance(texts, str):
@@ -429,7 +429,7 @@ _warned_bfloat16 = False
 
 def _warn_if_slow_bfloat16(model):
     global _warned_bfloat16
-    from minibert.cpu import features
+    from minibert.fast.cpu import features
 
     param = next(model.parameters())
     if param.dtype == torch.bfloat16 and param.device.type == "cpu" and not features().native_bf16:

@@ -102,7 +102,7 @@ class _Head(nn.Module):
     def from_pretrained(cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False, **kwargs):
         """The encoder and whatever head weights the checkpoint has; head weights it lacks are newly
         initialised and listed in a warning (and in `model.newly_initialized`)."""
-        from minibert.weights import load_head_model
+        from minibert.formats.checkpoint import load_head_model
 
         return load_head_model(
             cls,
@@ -116,7 +116,7 @@ class _Head(nn.Module):
 
     def save_pretrained(self, directory) -> None:
         """`config.json` + `model.safetensors` that the `transformers` class of the same name loads."""
-        from minibert.weights import save_head_model
+        from minibert.formats.checkpoint import save_head_model
 
         save_head_model(self, directory)
 

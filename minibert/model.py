@@ -14,7 +14,7 @@ minibert's D, and minibert's H is its hidden_size.
 
 Beside each module, its checkpoint names: `HF:` the Hugging Face key, `TF:` Google's variable scope.
 docs/walkthrough.md follows the paper through this file. Reading and writing checkpoints lives in
-`minibert/weights.py`, which adds `BertModel.from_pretrained` and `save_pretrained`; this file only
+`minibert/formats/checkpoint.py`, which adds `BertModel.from_pretrained` and `save_pretrained`; this file only
 computes and imports nothing from there.
 """
 
@@ -81,7 +81,7 @@ def attention(q, k, v, mask=None, dropout_p=0.0, record=None):
     """Scaled dot-product attention, softmax(Q K^T / sqrt(D) + mask) V: equation (1) of Vaswani et al.
     with BERT's padding mask added to the scores. q, k, v (B, N, L, D); mask (B, 1, 1, L) or None.
     Returns the context (B, N, L, D) and the probabilities (B, N, L, L). `record(name, tensor)`, when
-    given, sees the scores, the masked scores and the probabilities (minibert.inspect uses it)."""
+    given, sees the scores, the masked scores and the probabilities (minibert.tools.trace uses it)."""
     # Scaled by 1/sqrt(D) so the scores' spread does not grow with the head size.
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, N, L, L)
     masked = scores if mask is None else scores + mask  # (B, 1, 1, L) broadcast: padded keys get a huge negative
@@ -117,7 +117,7 @@ class SelfAttention(nn.Module):
         # HF: encoder.layer.{i}.attention.output.dense · TF: bert/encoder/layer_{i}/attention/output/dense
         self.output = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
-        self.record = None  # a callback for attention()'s steps, set by minibert.inspect
+        self.record = None  # a callback for attention()'s steps, set by minibert.tools.trace
 
     def forward(self, x, mask, output_attentions=False):
         B, L, H = x.shape

@@ -1,4 +1,4 @@
-"""Sentence embeddings without torch, for small jobs: the numpy specification (minibert/spec.py) behind
+"""Sentence embeddings without torch, for small jobs: the numpy specification (minibert/tools/spec.py) behind
 the Encoder's interface.
 
 A command that embeds a handful of texts spends most of its time importing torch. numpy, tokenizers and
@@ -18,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert import spec
 from minibert.config import BertConfig, read_json
-from minibert.hub import default_model, resolve
+from minibert.formats.hub import default_model, resolve
+from minibert.formats.sentence_transformers import read_sentence_transformers_settings
 from minibert.settings import check_batch_size, check_max_length, check_pooling, check_vocabulary, saved_quantization
-from minibert.st_config import read_sentence_transformers_settings
 from minibert.tokenizer import Tokenizer, as_text_list
+from minibert.tools import spec
 
 
 class NumpyEncoder:
-    """An Encoder whose forward pass is minibert.spec.encode, in float32 numpy."""
+    """An Encoder whose forward pass is minibert.tools.spec.encode, in float32 numpy."""
 
     def __init__(
         self,

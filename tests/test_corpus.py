@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from minibert import Encoder
-from minibert.corpus import _sha256, _write_npy, read_manifest, read_vectors
+from minibert.corpus.shards import _sha256, _write_npy, read_manifest, read_vectors
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ def test_parquet_input(tmp_path, encoder):
 
 def test_import_minibert_imports_no_extra():
     code = (
-        "import sys, minibert, minibert.corpus, minibert.cli; "
+        "import sys, minibert, minibert.corpus.shards, minibert.cli; "
         "print(sorted(m for m in ('pyarrow', 'ray', 'matplotlib') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

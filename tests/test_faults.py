@@ -14,10 +14,10 @@ import threading
 import numpy as np
 import pytest
 import torch
-from parity import randomize_
+from reference import randomize_
 
 from minibert import BertConfig, BertModel, CheckpointError, Encoder, Tokenizer
-from minibert.convert import convert
+from minibert.formats.convert import convert
 
 TEXTS = [
     "A man is eating food.",
@@ -450,7 +450,7 @@ def test_convert_killed_midway_leaves_the_old_folder(tiny_folder, tmp_path):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     code = textwrap.dedent(f"""
         import os
-        import minibert.convert as c
+        import minibert.formats.convert as c
         real = c.save_safetensors
         def die(*args):
             real(*args)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from parity import randomize_
+from reference import randomize_
 
 import minibert.heads as heads
 from minibert import Tokenizer, fill_mask
-from minibert.weights import hf_name
+from minibert.formats.checkpoint import hf_name
 
 FIXTURE_TF = str(Path(__file__).parent / "data" / "uncased_L-2_H-32_A-4")
 

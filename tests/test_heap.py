@@ -1,4 +1,4 @@
-"""minibert/heap.py: free heap pages go back to the OS, where the C library can do it."""
+"""minibert/fast/heap.py: free heap pages go back to the OS, where the C library can do it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from minibert import heap
+from minibert.fast import heap
 
 
 def resident_mib():

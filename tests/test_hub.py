@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from parity import randomize_
+from reference import randomize_
 
 
 def make_repo(cache, repo_id, files: dict, revision="main", commit=None):
@@ -167,7 +167,7 @@ def test_a_hub_failure_says_what_happened(monkeypatch):
     from huggingface_hub import constants
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    import minibert.hub as hub
+    import minibert.formats.hub as hub
 
     def unreachable(repo_id, revision=None, local_files_only=False):
         try:

@@ -1,4 +1,4 @@
-"""minibert/inspect.py and `minibert inspect`: the trace of one forward pass, checked against the model's
+"""minibert/tools/trace.py and `minibert inspect`: the trace of one forward pass, checked against the model's
 own outputs and against transformers' hidden states and attention maps."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import sys
 
 import pytest
 import torch
-from parity import randomize_
+from reference import randomize_
 
 from minibert import BertConfig, BertModel, Tokenizer
-from minibert.inspect import component_parameters, flops_per_token, step_names, trace
+from minibert.tools.trace import component_parameters, flops_per_token, step_names, trace
 
 TEXTS = ["The cat sat on the mat.", "A second, longer sentence to pad the first one."]
 
@@ -128,7 +128,7 @@ def _real(t, mask):
 
 
 def test_trace_of_an_encoders_fused_model_gives_each_step_its_true_value(minilm):
-    """Encoder folds the GELU into the first feed-forward projection (minibert/fast.py); the trace must
+    """Encoder folds the GELU into the first feed-forward projection (minibert/fast/onednn.py); the trace must
     still record ffn.up before the GELU, and every step as the plain model has it."""
     model, tokenizer = minilm
     from minibert import Encoder

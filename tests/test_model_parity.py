@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from parity import assert_both_paths_match, assert_outputs_match, randomize_
+from reference import assert_both_paths_match, assert_outputs_match, randomize_
 
 from minibert import BertModel, Tokenizer
 

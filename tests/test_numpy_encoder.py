@@ -1,4 +1,4 @@
-"""The numpy backend: the torch Encoder's vectors from minibert/spec.py, without importing torch."""
+"""The numpy backend: the torch Encoder's vectors from minibert/tools/spec.py, without importing torch."""
 
 from __future__ import annotations
 

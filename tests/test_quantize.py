@@ -1,4 +1,4 @@
-"""int8 quantization (minibert/quantize.py) against the float32 model it was made from."""
+"""int8 quantization (minibert/fast/quantize.py) against the float32 model it was made from."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from minibert import Encoder
-from minibert.quantize import Int8Linear, calibration_texts, int8_available
+from minibert.fast.quantize import Int8Linear, calibration_texts, int8_available
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="this torch build has no oneDNN int8 kernel")
 
@@ -111,7 +111,7 @@ def test_calibration_texts_are_fixed_and_span_the_lengths():
 def test_an_int8_model_saved_once_loads_without_calibration_and_gives_the_same_vectors(
     minilm_dir, tmp_path, monkeypatch
 ):
-    import minibert.quantize as quantize
+    import minibert.fast.quantize as quantize
 
     texts = TEXTS + [f"sentence {i} about the town and the river " * (1 + i % 5) for i in range(30)]
     in_memory = Encoder.from_pretrained(minilm_dir, quantize="int8")
@@ -137,7 +137,7 @@ def test_an_int8_model_saved_once_loads_without_calibration_and_gives_the_same_v
 
 
 def test_a_saved_int8_model_on_a_cpu_without_vnni(minilm_dir, tmp_path):
-    from minibert import cpu
+    from minibert.fast import cpu
 
     with cpu.override(vnni=True):  # saved where 8-bit weights are safe
         Encoder.from_pretrained(minilm_dir, quantize="int8").save_pretrained(tmp_path / "int8")

@@ -1,4 +1,4 @@
-"""minibert.ray on a local Ray cluster the test starts itself (2 CPUs): Ray Data's batch-inference recipe
+"""minibert.corpus.ray on a local Ray cluster the test starts itself (2 CPUs): Ray Data's batch-inference recipe
 with MinibertEmbedder, against Encoder.encode in this process."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def ray_cluster():
 
 
 def test_map_batches_gives_the_single_process_vectors_with_ids_aligned(ray_cluster, minilm_dir):
-    from minibert.ray import MinibertEmbedder
+    from minibert.corpus.ray import MinibertEmbedder
 
     ray = ray_cluster
     rows = [{"id": 1000 + i, "text": t} for i, t in enumerate(TEXTS)]
@@ -46,7 +46,7 @@ def test_map_batches_gives_the_single_process_vectors_with_ids_aligned(ray_clust
 def test_read_text_to_parquet_script_recipe(ray_cluster, minilm_dir, tmp_path):
     import pyarrow.parquet as pq
 
-    from minibert.ray import MinibertEmbedder
+    from minibert.corpus.ray import MinibertEmbedder
 
     ray = ray_cluster
     (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
@@ -64,7 +64,7 @@ def test_read_text_to_parquet_script_recipe(ray_cluster, minilm_dir, tmp_path):
 
 
 def test_a_missing_column_is_named(minilm_dir):
-    from minibert.ray import MinibertEmbedder
+    from minibert.corpus.ray import MinibertEmbedder
 
     embedder = MinibertEmbedder(str(minilm_dir), text_column="body")
     with pytest.raises(KeyError, match=r"no column 'body' in the batch \(columns: text\)"):

@@ -1,4 +1,4 @@
-"""minibert/spec.py, the numpy specification, against BertModel: real MiniLM weights and bert-base shapes,
+"""minibert/tools/spec.py, the numpy specification, against BertModel: real MiniLM weights and bert-base shapes,
 in float32 and in float64."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from minibert import BertModel, Tokenizer, spec
+from minibert import BertModel, Tokenizer
+from minibert.tools import spec
 
 TEXTS = ["A man is eating food.", "The girl is carrying a baby on her back through the crowded market.", "短い"]
 
@@ -55,7 +56,7 @@ def test_spec_matches_bert_model_on_bert_base_shapes(bert_base, dtype, atol):
 
 def test_spec_imports_no_torch(minilm_dir):
     code = (
-        "import sys; from minibert import spec; from minibert.config import BertConfig; "
+        "import sys; from minibert.tools import spec; from minibert.config import BertConfig; "
         f"w = spec.load_weights({str(minilm_dir)!r}); "
         "c = BertConfig.from_json(" + repr(str(minilm_dir / "config.json")) + "); "
         "out = spec.encode(w, c, [[101, 2023, 102]]); "

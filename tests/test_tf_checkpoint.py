@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from parity import assert_outputs_match
+from reference import assert_outputs_match
 
 from minibert import BertModel, CheckpointError, Tokenizer
-from minibert.convert import convert
-from minibert.tf_checkpoint import TFCheckpoint, TFCheckpointError, crc32c, google_to_hf, mask_crc
+from minibert.formats.convert import convert
+from minibert.formats.tf_checkpoint import TFCheckpoint, TFCheckpointError, crc32c, google_to_hf, mask_crc
 
 FIXTURE = Path(__file__).parent / "data" / "uncased_L-2_H-32_A-4"
 

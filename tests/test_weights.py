@@ -9,11 +9,11 @@ import warnings
 
 import pytest
 import torch
-from parity import assert_outputs_match, randomize_
+from reference import assert_outputs_match, randomize_
 from safetensors.torch import load_file, save_file
 
 from minibert import BertModel, CheckpointError
-from minibert.weights import read_state_dict
+from minibert.formats.checkpoint import read_state_dict
 
 
 @pytest.fixture
@@ -224,12 +224,12 @@ def test_missing_folder_and_empty_folder(tmp_path, tiny):
 
 
 def test_hub_id_that_cannot_be_fetched(monkeypatch):
-    import minibert.hub
+    import minibert.formats.hub
 
     def offline(repo_id, **kwargs):
         raise OSError("no network")
 
-    monkeypatch.setattr(minibert.hub, "_download", offline)
+    monkeypatch.setattr(minibert.formats.hub, "_download", offline)
     with pytest.raises(FileNotFoundError, match=r"'someone/bert-x' is not a local folder.*Hub failed: OSError"):
         BertModel.from_pretrained("someone/bert-x")
 

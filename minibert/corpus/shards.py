@@ -180,7 +180,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_json(path: Path, value) -> None:
-    from minibert.atomic import write_text
+    from minibert.formats.atomic import write_text
 
     write_text(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
 
@@ -189,7 +189,7 @@ def _write_npy(path: Path, vectors: np.ndarray) -> str:
     """Write `vectors` as .npy, atomically; returns the file's sha256, taken from the bytes written."""
     import io
 
-    from minibert.atomic import atomic_open
+    from minibert.formats.atomic import atomic_open
 
     vectors = np.ascontiguousarray(vectors)  # the header must describe the bytes: C order
     buffer = io.BytesIO()

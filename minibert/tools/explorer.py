@@ -48,7 +48,7 @@ def write_png_heatmaps(tokens: list[str], attentions, folder, title: str = "") -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from minibert.atomic import atomic_path
+    from minibert.formats.atomic import atomic_path
 
     matplotlib.rcParams["font.family"] = ["sans-serif"]
     matplotlib.rcParams["font.sans-serif"] = [

@@ -36,7 +36,7 @@ _LAYER_INPUTS = {
 
 
 def step_inputs(name: str, num_layers: int) -> list[str]:
-    """The steps `name` is computed from, by the naming scheme of minibert.inspect."""
+    """The steps `name` is computed from, by the naming scheme of minibert.tools.trace."""
     if name in ("embeddings.word", "embeddings.token_type", "embeddings.position"):
         return ["inputs.input_ids", "inputs.token_type_ids"]
     if name == "embeddings.sum":

@@ -17,10 +17,10 @@ reach larger activations than short ones. On all-MiniLM-L6-v2, calibrating on 20
 sentences gave cosine 0.83 (minimum) to float32 on long texts; the vocabulary texts give about 0.99 on
 both long texts and natural sentences.
 
-Without VNNI (minibert.cpu), oneDNN sums pairs of u8 x s8 products in saturating 16-bit lanes, and
+Without VNNI (minibert.fast.cpu), oneDNN sums pairs of u8 x s8 products in saturating 16-bit lanes, and
 8-bit weights overflow them: a layer's cosine to float32 drops to 0.97 (measured with oneDNN held to
 AVX2). There the weights are quantized to 7 bits, [-63, 63], so that 2 * 255 * 63 fits; a layer's
-cosine is then 0.9999, as with VNNI. The choice is made when a layer is built, from `minibert.cpu`.
+cosine is then 0.9999, as with VNNI. The choice is made when a layer is built, from `minibert.fast.cpu`.
 
 Because the activation range is the whole batch's, a text's int8 vector depends a little on the texts
 batched with it (cosine 0.995 between a text alone and in a batch, measured), unlike float32's 1e-6.
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from minibert.cpu import features
-from minibert.fast import linear_layer_names, swap_linear_layers
+from minibert.fast.cpu import features
+from minibert.fast.onednn import linear_layer_names, swap_linear_layers
 from minibert.model import BertModel
 
 
@@ -75,7 +75,7 @@ class Int8Linear(nn.Module):
     leaves the channels as they are. `owns_input`: nothing reads the input after this layer (the
     attention context, the feed-forward's inner activation), so it may be overwritten, saving a copy.
     `weight_max`: the largest int8 weight, 127 with VNNI and 63 without (see the module docstring);
-    None asks minibert.cpu.
+    None asks minibert.fast.cpu.
     """
 
     def __init__(
@@ -143,7 +143,7 @@ class Int8Linear(nn.Module):
         # uint8 = round(x / scale) + zero_point: rounded as + 0.5, then truncated by the cast (all >= 0),
         # and cast through int32, which is 3x faster here than float -> uint8 in one step
         q = x.mul_(1 / scale).add_(zero_point + 0.5).clamp_(0, 255).to(torch.int32).to(torch.uint8)  # (M, in)
-        post_op = self.gelu and features().fused_gelu  # where oneDNN's GELU post-op pays (minibert.cpu)
+        post_op = self.gelu and features().fused_gelu  # where oneDNN's GELU post-op pays (minibert.fast.cpu)
         y = torch.ops.onednn.qlinear_pointwise(
             q,
             scale,
@@ -243,7 +243,7 @@ def int8_state_dict(model: BertModel) -> tuple[dict[str, torch.Tensor], dict]:
     """Every tensor of a quantized BertModel under Hugging Face names (the float ones as they are; for each
     Int8Linear its int8 weight, per-channel weight_scale, input_scale (1 / smoothing) and bias), and the
     config.json entry that says how they were made."""
-    from minibert.weights import to_hf_name
+    from minibert.formats.checkpoint import to_hf_name
 
     # Int8Linear holds buffers only, so the parameters are exactly the float tensors.
     state = {to_hf_name(name): t.detach().contiguous() for name, t in model.named_parameters()}
@@ -264,7 +264,14 @@ def load_int8_model(folder) -> BertModel:
     from pathlib import Path
 
     from minibert.config import read_json
-    from minibert.weights import CheckpointError, build_model, encoder_weights, read_config, read_state_dict, to_hf_name
+    from minibert.formats.checkpoint import (
+        CheckpointError,
+        build_model,
+        encoder_weights,
+        read_config,
+        read_state_dict,
+        to_hf_name,
+    )
 
     folder = Path(folder)
     entry = read_json(folder / "config.json").get("quantization") or {}

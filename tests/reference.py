@@ -1,4 +1,5 @@
-"""Output-by-output comparison of minibert against transformers."""
+"""Test helpers shared by the parity tests: output-by-output comparison of minibert against transformers,
+and randomised LayerNorms so that a swapped one cannot hide."""
 
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from minibert.config import BertConfig
-from minibert.errors import CheckpointError
-from minibert.hub import resolve
+from minibert.formats.errors import CheckpointError
+from minibert.formats.hub import resolve
 from minibert.model import BertModel
 
 logger = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Pa
         return tensors, origin
     index = _tf_index(folder)
     if index is not None:
-        from minibert.tf_checkpoint import TFCheckpoint, hf_state_dict
+        from minibert.formats.tf_checkpoint import TFCheckpoint, hf_state_dict
 
         tensors = hf_state_dict(TFCheckpoint(index))
         return tensors, dict.fromkeys(tensors, index)
@@ -507,10 +507,10 @@ def save_head_model(model, directory) -> None:
 
 
 def save_safetensors(tensors: dict, path: Path) -> None:
-    """safetensors' save_file, through a temporary file renamed into place (minibert/atomic.py)."""
+    """safetensors' save_file, through a temporary file renamed into place (minibert/formats/atomic.py)."""
     from safetensors.torch import save_file
 
-    from minibert.atomic import atomic_path
+    from minibert.formats.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})

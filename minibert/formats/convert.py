@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minibert.atomic import atomic_folder, check_folder_target, copy_file
 from minibert.config import read_json
-from minibert.st_config import read_sentence_transformers_settings, st_module_folders
+from minibert.formats.atomic import atomic_folder, check_folder_target, copy_file
+from minibert.formats.checkpoint import (
+    CheckpointError,
+    encoder_weights,
+    normalize_key,
+    read_checkpoint,
+    save_safetensors,
+)
+from minibert.formats.sentence_transformers import read_sentence_transformers_settings, st_module_folders
 from minibert.tokenizer import Tokenizer
-from minibert.weights import CheckpointError, encoder_weights, normalize_key, read_checkpoint, save_safetensors
 
 # sentence-transformers' files, kept so the converted folder pools and normalises as the source did
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")

@@ -2,7 +2,7 @@
 
 A dump holds, as tensors:
     inputs.input_ids, inputs.token_type_ids, inputs.attention_mask      (B, L) int64
-    every step of minibert.inspect.trace, under its step name            float, the model's dtype
+    every step of minibert.tools.trace.trace, under its step name            float, the model's dtype
     heads.mlm.logits (B, L, V) and/or heads.nsp.logits (B, 2)            when asked for
 and, in the safetensors header's metadata (strings; JSON where marked):
     format "minibert-activations/1", steps (JSON: the tensor names in computation order), wordpieces
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import minibert
-from minibert.inspect import trace
+from minibert.tools.trace import trace
 
 FORMAT = "minibert-activations/1"
 
@@ -66,7 +66,7 @@ def write_dump(path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
     """One safetensors file, written atomically; metadata values that are not strings become JSON."""
     from safetensors.torch import save_file
 
-    from minibert.atomic import atomic_path
+    from minibert.formats.atomic import atomic_path
 
     header = {
         "format": FORMAT,

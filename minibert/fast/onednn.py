@@ -11,8 +11,8 @@ for bert-base), kept so that the model itself, its parameters and its state dict
 Results differ from the plain path by float rounding only. Anything else (training, CUDA, a torch
 without the kernel) takes the plain path, so the model stays correct wherever it runs. Without AVX-512
 the oneDNN float32 kernel and its GELU post-op are slower than torch's own linear layer and F.gelu
-(measured; see minibert/cpu.py), so there float32 takes the plain path too. bfloat16 goes
-through oneDNN only where `minibert.cpu` says the CPU can run its bfloat16 kernel (AVX-512 BW/VL/DQ or
+(measured; see minibert/fast/cpu.py), so there float32 takes the plain path too. bfloat16 goes
+through oneDNN only where `minibert.fast.cpu` says the CPU can run its bfloat16 kernel (AVX-512 BW/VL/DQ or
 AVX-NE-CONVERT); elsewhere bfloat16 takes torch's plain path, which is correct but no faster.
 """
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minibert.cpu import features
+from minibert.fast.cpu import features
 from minibert.model import BertModel, FeedForward, SelfAttention
 
 
@@ -46,7 +46,7 @@ def onednn_linear():
 
 def onednn_dtype_ok(dtype: torch.dtype) -> bool:
     """Whether the oneDNN kernel takes `dtype` on this CPU: float32 where it is the faster kernel, bfloat16
-    where it runs at all (minibert.cpu decides; tests override it)."""
+    where it runs at all (minibert.fast.cpu decides; tests override it)."""
     f = features()
     return (dtype == torch.float32 and f.onednn_f32) or (dtype == torch.bfloat16 and f.onednn_bf16)
 
@@ -77,7 +77,7 @@ class FusedLinear(nn.Linear):
             and self.bias is not None
             and not (torch.is_grad_enabled() and self.weight.requires_grad)
         )
-        post_op = fast and self.gelu and features().fused_gelu  # where oneDNN's GELU post-op pays (minibert.cpu)
+        post_op = fast and self.gelu and features().fused_gelu  # where oneDNN's GELU post-op pays (minibert.fast.cpu)
         if fast:
             y = op(x, self.packed_weight(), self.bias, "gelu" if post_op else "none", [], "none" if post_op else "")
         else:

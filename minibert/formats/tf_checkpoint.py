@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.errors import CheckpointError
+from minibert.formats.errors import CheckpointError
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48

@@ -52,11 +52,11 @@ def _rows(ours, ref, keep) -> dict[str, float]:
 def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=None, atol=None) -> dict:
     """The comparison as a dict: rows (output -> {eager, sdpa} max abs diff, and in half precision the
     reference's own error), pass/fail per row, the first row beyond tolerance and the largest jump."""
-    from minibert.convert import convert
+    from minibert.formats.checkpoint import as_device, as_dtype, load_model, read_config, read_state_dict
+    from minibert.formats.convert import convert
+    from minibert.formats.hub import resolve
     from minibert.heads import BertForPreTraining
-    from minibert.hub import resolve
     from minibert.tokenizer import Tokenizer
-    from minibert.weights import as_device, as_dtype, load_model, read_config, read_state_dict
 
     transformers = _transformers()
     transformers.logging.set_verbosity_error()  # no load reports or progress bars in the middle of the table

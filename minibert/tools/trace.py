@@ -39,7 +39,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from minibert.weights import BertModel
+from minibert.formats.checkpoint import BertModel
 
 
 def step_names(num_layers: int, pooler: bool = True) -> list[str]:
@@ -124,7 +124,7 @@ def recording(model: BertModel):
 
 
 def _unfold_gelu(ffn) -> list:
-    """For a feed-forward block whose `up` applies the GELU itself (minibert.fast.GeluFeedForward), switch
+    """For a feed-forward block whose `up` applies the GELU itself (minibert.fast.onednn.GeluFeedForward), switch
     that off and apply the exact GELU to `down`'s input instead (a hook ahead of every other), so the
     trace sees the value before the GELU; `recording` switches it back. Returns the hooks it added."""
     if not getattr(ffn.up, "gelu", False):

@@ -10,51 +10,11 @@ Needs only numpy (and safetensors to read a dump file).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
-# Which earlier steps each step is computed from ({i} the layer, {p} the previous layer's output).
-_LAYER_INPUTS = {
-    "attention.query": ["{p}"],
-    "attention.key": ["{p}"],
-    "attention.value": ["{p}"],
-    "attention.scores": ["attention.query", "attention.key"],
-    "attention.masked_scores": ["attention.scores"],
-    "attention.probs": ["attention.masked_scores"],
-    "attention.context": ["attention.probs", "attention.value"],
-    "attention.output": ["attention.context"],
-    "attention.residual": ["{p}", "attention.output"],
-    "attention.norm": ["attention.residual"],
-    "ffn.up": ["attention.norm"],
-    "ffn.act": ["ffn.up"],
-    "ffn.down": ["ffn.act"],
-    "ffn.residual": ["attention.norm", "ffn.down"],
-    "ffn.norm": ["ffn.residual"],
-}
-
-
-def step_inputs(name: str, num_layers: int) -> list[str]:
-    """The steps `name` is computed from, by the naming scheme of minibert.tools.trace."""
-    if name in ("embeddings.word", "embeddings.token_type", "embeddings.position"):
-        return ["inputs.input_ids", "inputs.token_type_ids"]
-    if name == "embeddings.sum":
-        return ["embeddings.word", "embeddings.token_type", "embeddings.position"]
-    if name == "embeddings.output":
-        return ["embeddings.sum"]
-    m = re.fullmatch(r"layers\.(\d+)\.(.+)", name)
-    if m and m.group(2) in _LAYER_INPUTS:
-        i = int(m.group(1))
-        previous = "embeddings.output" if i == 0 else f"layers.{i - 1}.ffn.norm"
-        return [previous if s == "{p}" else f"layers.{i}.{s}" for s in _LAYER_INPUTS[m.group(2)]]
-    last = f"layers.{num_layers - 1}.ffn.norm"
-    return {
-        "pooler.dense": [last],
-        "pooler.output": ["pooler.dense"],
-        "heads.mlm.logits": [last],
-        "heads.nsp.logits": ["pooler.output"],
-    }.get(name, [])
+from minibert.tools.steps import real_positions, step_inputs
 
 
 @dataclass
@@ -96,17 +56,11 @@ class Report:
         }
 
 
-def real_values(name: str, t: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """The values of `t` at real positions, flattened: (B, L, ...) rows of real tokens, (B, N, L, L) real
-    query rows over real keys, anything else whole."""
+def real_values(t: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """The values of `t` at real positions (minibert.tools.steps.real_positions), flattened in order."""
     if mask is None:
         return t.reshape(-1)
-    keep = mask.astype(bool)
-    if t.ndim == 4 and t.shape[0] == keep.shape[0] and t.shape[2:] == (keep.shape[1],) * 2:
-        return np.concatenate([t[b][:, keep[b]][:, :, keep[b]].reshape(-1) for b in range(t.shape[0])])
-    if t.ndim >= 2 and t.shape[:2] == keep.shape:
-        return t[keep].reshape(-1)
-    return t.reshape(-1)
+    return t[np.broadcast_to(real_positions(t.shape, mask), t.shape)]
 
 
 def _differences(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float, float]:
@@ -141,7 +95,7 @@ def compare(reference: dict, candidate: dict, atol: float = 1e-5, rtol: float = 
             what = "the transpose of the reference's" if transposed else "not the reference's"
             rows.append(Row(name, "shape", note=f"shape {cand.shape} is {what} {ref.shape}"))
             continue
-        r, c = real_values(name, ref.astype(np.float64), mask), real_values(name, cand.astype(np.float64), mask)
+        r, c = real_values(ref.astype(np.float64), mask), real_values(cand.astype(np.float64), mask)
         values[name] = (r, c)
         max_abs, max_rel, cosine = _differences(r, c)
         good = bool(np.all(np.abs(c - r) <= atol + rtol * np.abs(r))) and not np.isnan(c).any()
@@ -176,7 +130,7 @@ def _looks_like(name, cand, values, reference, mask, names, atol, rtol) -> list[
     for other in names[max(0, at - 6) : at + 7]:
         if other == name or reference[other].shape != reference[name].shape:
             continue
-        r = real_values(other, reference[other].astype(np.float64), mask)
+        r = real_values(reference[other].astype(np.float64), mask)
         max_abs, _, cosine = _differences(r, cand)
         if np.all(np.abs(cand - r) <= atol + rtol * np.abs(r)) or (max_abs < own / 100):
             found.append(

@@ -22,20 +22,16 @@ from pathlib import Path
 import torch
 
 import minibert
+from minibert.tools.steps import real_positions
 from minibert.tools.trace import trace
 
 FORMAT = "minibert-activations/1"
 
 
-def zero_padding(name: str, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`t` with its padded positions set to 0 (see the module docstring)."""
-    keep = mask.bool()
-    if t.dim() == 4:  # (B, N, L, L): padded query rows and key columns
-        pair = keep[:, None, :, None] & keep[:, None, None, :]
-        return t.masked_fill(~pair, 0)
-    if t.dim() >= 2 and t.shape[:2] == keep.shape:  # (B, L, ...)
-        return t.masked_fill(~keep.view(*keep.shape, *([1] * (t.dim() - 2))), 0)
-    return t  # (B, H): pooler, next-sentence logits
+def zero_padding(t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`t` with its padded positions set to 0 (minibert.tools.steps.real_positions says which)."""
+    keep = torch.from_numpy(real_positions(t.shape, mask.cpu().numpy())).to(t.device)
+    return t.masked_fill(~keep, 0)
 
 
 def activations(model, batch: dict, head_model=None, heads=()) -> dict[str, torch.Tensor]:
@@ -49,7 +45,7 @@ def activations(model, batch: dict, head_model=None, heads=()) -> dict[str, torc
         token_types = torch.zeros_like(batch["input_ids"])
     out = {"inputs.input_ids": batch["input_ids"], "inputs.token_type_ids": token_types, "inputs.attention_mask": mask}
     for name, t in trace(model, {**batch, "attention_mask": mask, "token_type_ids": token_types}).items():
-        out[name] = zero_padding(name, t, mask)
+        out[name] = zero_padding(t, mask)
     if heads:
         with torch.no_grad():
             result = head_model(batch["input_ids"], attention_mask=mask, token_type_ids=token_types)
@@ -58,7 +54,7 @@ def activations(model, batch: dict, head_model=None, heads=()) -> dict[str, torc
             "nsp": getattr(result, "seq_relationship_logits", getattr(result, "logits", None)),
         }
         for head in heads:
-            out[f"heads.{head}.logits"] = zero_padding(head, logits[head], mask)
+            out[f"heads.{head}.logits"] = zero_padding(logits[head], mask)
     return out
 
 

@@ -7,28 +7,9 @@ projection (Encoder's oneDNN layers, int8), the trace runs the GELU apart, so th
 before it, as its name says. The hooks and that switch are on the model itself for the length of the
 call: do not trace a model that another thread is running.
 
-Step names (the same in `minibert dump`), for layer i:
-
-    embeddings.word, embeddings.token_type, embeddings.position   each table's vectors       (B, L, H)
-    embeddings.sum                      their sum, before the LayerNorm                       (B, L, H)
-    embeddings.output                   after the LayerNorm: hidden state 0                   (B, L, H)
-    layers.i.attention.query|key|value  the three projections, heads side by side             (B, L, H)
-    layers.i.attention.scores           Q K^T / sqrt(D), per head                             (B, N, L, L)
-    layers.i.attention.masked_scores    with the padding mask added                           (B, N, L, L)
-    layers.i.attention.probs            softmax over the keys                                 (B, N, L, L)
-    layers.i.attention.context          probs @ V, heads side by side again                   (B, L, H)
-    layers.i.attention.output           the output projection                                 (B, L, H)
-    layers.i.attention.residual         input + attention output, before the LayerNorm        (B, L, H)
-    layers.i.attention.norm             after the LayerNorm                                   (B, L, H)
-    layers.i.ffn.up                     the first feed-forward projection, before the GELU    (B, L, I)
-    layers.i.ffn.act                    after the activation                                  (B, L, I)
-    layers.i.ffn.down                   the second projection                                 (B, L, H)
-    layers.i.ffn.residual               attention.norm + ffn.down, before the LayerNorm       (B, L, H)
-    layers.i.ffn.norm                   after the LayerNorm: hidden state i + 1               (B, L, H)
-    pooler.dense                        dense([CLS]), before the tanh                         (B, H)
-    pooler.output                       tanh of it: pooler_output                             (B, H)
-
-docs/activations.md says where each is taken and what padded positions hold.
+The steps, their order, shapes and what each holds are written once, in minibert/tools/steps.py
+(the same names in `minibert dump`); docs/activations.md says where each is taken and what padded
+positions hold.
 """
 
 from __future__ import annotations
@@ -39,31 +20,8 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from minibert.formats.checkpoint import BertModel
-
-
-def step_names(num_layers: int, pooler: bool = True) -> list[str]:
-    """Every step name, in computation order."""
-    names = [f"embeddings.{n}" for n in ("word", "token_type", "position", "sum", "output")]
-    per_layer = [
-        "attention.query",
-        "attention.key",
-        "attention.value",
-        "attention.scores",
-        "attention.masked_scores",
-        "attention.probs",
-        "attention.context",
-        "attention.output",
-        "attention.residual",
-        "attention.norm",
-        "ffn.up",
-        "ffn.act",
-        "ffn.down",
-        "ffn.residual",
-        "ffn.norm",
-    ]
-    names += [f"layers.{i}.{n}" for i in range(num_layers) for n in per_layer]
-    return names + (["pooler.dense", "pooler.output"] if pooler else [])
+from minibert.model import BertModel
+from minibert.tools.steps import step_names
 
 
 @contextmanager

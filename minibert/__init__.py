@@ -10,7 +10,6 @@ from minibert.config import BertConfig
 __all__ = [
     "BertConfig",
     "BertModel",
-    "BertOutput",
     "EncoderOutput",
     "CheckpointError",
     "Encoder",
@@ -29,10 +28,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "BertModel": "minibert.formats.checkpoint",  # minibert.model's BertModel, with from_pretrained added by weights.py
-    "BertOutput": "minibert.model",
+    "BertModel": "minibert.model",
     "EncoderOutput": "minibert.model",
-    "CheckpointError": "minibert.formats.checkpoint",
+    "CheckpointError": "minibert.formats.errors",
     "Tokenizer": "minibert.tokenizer",
     "Encoder": "minibert.encoder",
     "default_model": "minibert.formats.hub",

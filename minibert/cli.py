@@ -521,8 +521,8 @@ def _traced_input(args):
     """The model, tokenizer and one (text, pair) batch for inspect and attention, truncated with a warning."""
     import warnings
 
-    from minibert.formats.checkpoint import BertModel
     from minibert.formats.hub import default_model
+    from minibert.model import BertModel
     from minibert.tokenizer import Tokenizer
 
     folder = args.model or default_model()
@@ -698,7 +698,7 @@ def run_dump(args) -> None:
                 )
             model = head_model.bert
         else:
-            from minibert.formats.checkpoint import BertModel
+            from minibert.model import BertModel
 
             model, head_model = BertModel.from_pretrained(folder, dtype=args.dtype), None
     limit = min(tokenizer.model_max_length, model.config.max_position_embeddings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -99,13 +100,32 @@ class BertConfig:
                 f"{self.vocab_size}), more than the {MAX_PARAMETERS:.0e} minibert will build"
             )
 
+    def weight_shapes(self, pooler: bool = True) -> dict[str, tuple[int, ...]]:
+        """Every parameter of BertModel with this config, under minibert's names, in the model's order, with
+        the shape this config gives it: what a checkpoint must hold (minibert/formats/names.py maps the
+        names to Hugging Face's). tests/test_config.py holds it to BertModel's own state dict."""
+        H, I = self.hidden_size, self.intermediate_size
+        shapes = {
+            "embeddings.word_embeddings.weight": (self.vocab_size, H),
+            "embeddings.position_embeddings.weight": (self.max_position_embeddings, H),
+            "embeddings.token_type_embeddings.weight": (self.type_vocab_size, H),
+            "embeddings.norm.weight": (H,),
+            "embeddings.norm.bias": (H,),
+        }
+        linear = {"attention.query": (H, H), "attention.key": (H, H), "attention.value": (H, H),
+                  "attention.output": (H, H), "attention_norm": (H,), "ffn.up": (I, H), "ffn.down": (H, I),
+                  "ffn_norm": (H,)}  # fmt: skip
+        for i in range(self.num_hidden_layers):
+            for name, shape in linear.items():  # a Linear's weight is (out, in); a LayerNorm's is (H,)
+                shapes[f"layers.{i}.{name}.weight"] = shape
+                shapes[f"layers.{i}.{name}.bias"] = shape[:1]
+        if pooler:
+            shapes |= {"pooler.dense.weight": (H, H), "pooler.dense.bias": (H,)}
+        return shapes
+
     def parameter_count(self, pooler: bool = True) -> int:
         """Parameters of BertModel with this config: embeddings, layers, and the pooler if `pooler`."""
-        H, I, N = self.hidden_size, self.intermediate_size, self.num_hidden_layers
-        embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
-        attention = 4 * (H * H + H) + 2 * H  # query, key, value, output; then its LayerNorm
-        feed_forward = (H * I + I) + (I * H + H) + 2 * H  # up, down; then its LayerNorm
-        return embeddings + N * (attention + feed_forward) + (H * H + H if pooler else 0)
+        return sum(math.prod(shape) for shape in self.weight_shapes(pooler).values())
 
     @property
     def head_size(self) -> int:

@@ -13,21 +13,15 @@ import torch
 import torch.nn.functional as F
 
 from minibert.fast.heap import release_free_memory
-from minibert.formats.checkpoint import BertModel
 from minibert.formats.hub import default_model, resolve
+from minibert.formats.int8 import is_int8_folder
 from minibert.formats.sentence_transformers import read_sentence_transformers_settings
-from minibert.settings import (
-    POOLINGS,
-    check_batch_size,
-    check_max_length,
-    check_pooling,
-    check_vocabulary,
-    saved_quantization,
-)
+from minibert.model import BertModel
+from minibert.settings import POOLINGS, EncoderSettings, as_device, as_dtype, max_length_for, warn_truncated
 from minibert.tokenizer import Tokenizer, as_text_list
 
 
-class Encoder:
+class Encoder(EncoderSettings):
     """A BertModel, its tokenizer, and how to turn token vectors into one vector per text.
 
     >>> encoder = Encoder.from_pretrained()          # all-MiniLM-L6-v2
@@ -47,10 +41,8 @@ class Encoder:
         max_batch_tokens: int | None = 2048,
         fast: bool = True,
     ):
-        check_pooling(pooling, model.pooler is not None)
-        check_vocabulary(tokenizer, model.config)
-        if max_length is not None:
-            check_max_length(max_length, model.config)
+        super().__init__(model.config, tokenizer, model.pooler is not None, pooling=pooling, normalize=normalize,
+                         max_length=max_length, lowercase=lowercase)  # fmt: skip
         _warn_if_slow_bfloat16(model)
         global _encoders_made
         _encoders_made = True
@@ -60,11 +52,6 @@ class Encoder:
             fuse_linear_layers(model)
         self.fast = fast  # also: batches side by side on CPU cores, in encode
         self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.pooling = pooling
-        self.normalize = normalize
-        self.max_length = max_length  # None: the tokenizer's model maximum
-        self.lowercase = lowercase  # sentence-transformers' do_lower_case: lower the text before tokenizing
         # A batch of long texts holds fewer than batch_size of them, at most this many padded tokens: less
         # padding in the long tail, and activations that stay in the CPU's cache. None: no such limit.
         self.max_batch_tokens = max_batch_tokens
@@ -104,8 +91,6 @@ class Encoder:
         `backend="numpy"` returns a minibert.numpy_encoder.NumpyEncoder instead: the same interface and
         vectors (within 1e-5) from the numpy specification, for a few texts on CPU in float32.
         """
-        from minibert.formats.checkpoint import as_device, as_dtype
-
         if backend == "numpy":
             from minibert.numpy_encoder import NumpyEncoder
 
@@ -131,7 +116,7 @@ class Encoder:
             raise ValueError(f"quantize='int8' runs on CPU in float32, not on device {str(device)!r} in {dtype}")
         settings = read_sentence_transformers_settings(folder)
         tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
-        if saved_quantization(folder):  # an int8 folder Encoder.save_pretrained wrote: no calibration
+        if is_int8_folder(folder):  # an int8 folder Encoder.save_pretrained wrote: no calibration
             from minibert.fast.quantize import load_int8_model
 
             if device.type != "cpu" or dtype != torch.float32:
@@ -145,9 +130,7 @@ class Encoder:
             if quantize:
                 from minibert.fast.quantize import calibration_batches, quantize_int8
 
-                max_length = min(
-                    settings.get("max_length") or tokenizer.model_max_length, model.config.max_position_embeddings
-                )
+                max_length = max_length_for(tokenizer, model.config, settings.get("max_length"))
                 quantize_int8(model, calibration_batches(tokenizer, max_length, settings.get("lowercase", False)))
         encoder = cls(model, tokenizer, fast=fast, **settings)
         encoder.source = folder  # where save_pretrained finds the sentence-transformers metadata to keep
@@ -162,7 +145,7 @@ class Encoder:
         from minibert.fast.quantize import Int8Linear, int8_state_dict
         from minibert.formats.atomic import atomic_folder
         from minibert.formats.checkpoint import save_model, save_safetensors
-        from minibert.formats.convert import copy_sentence_transformers_files
+        from minibert.formats.sentence_transformers import copy_sentence_transformers_files
 
         quantized = any(isinstance(m, Int8Linear) for m in self.model.modules())
         with atomic_folder(directory, force=force) as tmp:
@@ -176,10 +159,6 @@ class Encoder:
             source = getattr(self, "source", None)
             if source is not None:
                 copy_sentence_transformers_files(source, tmp)
-
-    @property
-    def dim(self) -> int:
-        return self.model.config.hidden_size
 
     @property
     def device(self) -> torch.device:
@@ -212,12 +191,7 @@ class Encoder:
             show_progress=show_progress,
             convert_to=convert_to,
         )
-        if stats["truncated"]:
-            warnings.warn(
-                f"{stats['truncated']} of {len(texts)} texts were longer than {stats['max_length']} "
-                "tokens and were truncated",
-                stacklevel=2,
-            )
+        warn_truncated(stats["truncated"], len(texts), stats["max_length"])
         return out[0] if single else out
 
     def encode_stream(self, texts, *, chunk_size: int = 4096, stats: dict | None = None, **options):
@@ -253,12 +227,7 @@ class Encoder:
             yield start, vectors
             start += len(chunk)
             chunk = []
-        if stats["truncated"]:
-            warnings.warn(
-                f"{stats['truncated']} of {stats['texts']} texts were longer than {max_length} tokens and "
-                "were truncated",
-                stacklevel=2,
-            )
+        warn_truncated(stats["truncated"], stats["texts"], max_length)
 
     def _encode(
         self,
@@ -272,26 +241,16 @@ class Encoder:
         convert_to="numpy",
     ):
         """encode's work on a list of strings: the vectors, and {tokens, truncated, max_length}."""
-        pooling = self.pooling if pooling is None else pooling
-        normalize = self.normalize if normalize is None else normalize
-        if max_length is None:
-            max_length = self.max_length
-        if max_length is None:
-            max_length = min(self.tokenizer.model_max_length, self.model.config.max_position_embeddings)
-        check_max_length(max_length, self.model.config)
-        check_pooling(pooling, self.model.pooler is not None)
+        pooling, normalize, max_length = self.options(pooling, normalize, max_length, batch_size)
         _check_not_forked()
-        check_batch_size(batch_size)
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
 
-        if self.lowercase:
-            texts = [t.lower() for t in texts]
-        encodings = self.tokenizer.encode(texts, max_length=max_length)
+        encodings, truncated = self.tokenize(texts, max_length)
         stats = {
             "tokens": sum(len(e.ids) for e in encodings),
             "max_length": max_length,
-            "truncated": sum(1 for e in encodings if e.overflowing),
+            "truncated": truncated,
         }
 
         batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size, self.max_batch_tokens)

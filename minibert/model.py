@@ -49,9 +49,6 @@ class EncoderOutput:
     attentions: tuple[torch.Tensor, ...] | None = None  # each layer's attention probabilities: (B, N, L, L)
 
 
-BertOutput = EncoderOutput  # the earlier name; in transformers, BertOutput is the feed-forward output module
-
-
 class Embeddings(nn.Module):
     """A token's input vector is the sum of what it is, where it is, and which sentence it belongs to
     (the paper's figure 2: token + segment + position embeddings)."""
@@ -262,6 +259,40 @@ class BertModel(nn.Module):
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path,
+        *,
+        device=None,
+        dtype=None,
+        revision=None,
+        local_files_only=False,
+        attention: str = "sdpa",
+        warn_no_pooler: bool = True,
+    ) -> BertModel:
+        """Load a checkpoint folder or Hub id: safetensors (sharded or not), pytorch_model.bin, or a Google
+        TensorFlow checkpoint. Weights are float32 unless `dtype` says otherwise; `attention` is "sdpa"
+        (fused) or "eager" (the equations step by step). A checkpoint without pooler weights loads without
+        a pooler, with a warning unless `warn_no_pooler=False`."""
+        from minibert.formats.checkpoint import load_model
+
+        return load_model(
+            name_or_path,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            local_files_only=local_files_only,
+            attention=attention,
+            warn_no_pooler=warn_no_pooler,
+        )
+
+    def save_pretrained(self, directory) -> None:
+        """Write `config.json` and `model.safetensors` under the Hugging Face names."""
+        from minibert.formats.checkpoint import save_model
+
+        save_model(self, directory)
 
 
 # --- input checks, kept below the model so it reads without them -------------------------------------

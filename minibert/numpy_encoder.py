@@ -13,20 +13,21 @@ takes milliseconds. `Encoder.from_pretrained(..., backend="numpy")` returns a Nu
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from minibert.config import BertConfig, read_json
 from minibert.formats.hub import default_model, resolve
+from minibert.formats.int8 import is_int8_folder
+from minibert.formats.names import hf_shapes
 from minibert.formats.sentence_transformers import read_sentence_transformers_settings
-from minibert.settings import check_batch_size, check_max_length, check_pooling, check_vocabulary, saved_quantization
+from minibert.settings import EncoderSettings, warn_truncated
 from minibert.tokenizer import Tokenizer, as_text_list
 from minibert.tools import spec
 
 
-class NumpyEncoder:
+class NumpyEncoder(EncoderSettings):
     """An Encoder whose forward pass is minibert.tools.spec.encode, in float32 numpy."""
 
     def __init__(
@@ -40,12 +41,9 @@ class NumpyEncoder:
         max_length: int | None = None,
         lowercase: bool = False,
     ):
-        check_pooling(pooling, "pooler.dense.weight" in weights)
-        check_vocabulary(tokenizer, config)
-        if max_length is not None:
-            check_max_length(max_length, config)
-        self.weights, self.config, self.tokenizer = weights, config, tokenizer
-        self.pooling, self.normalize, self.max_length, self.lowercase = pooling, normalize, max_length, lowercase
+        super().__init__(config, tokenizer, "pooler.dense.weight" in weights, pooling=pooling, normalize=normalize,
+                         max_length=max_length, lowercase=lowercase)  # fmt: skip
+        self.weights = weights
 
     @classmethod
     def from_pretrained(
@@ -76,10 +74,6 @@ class NumpyEncoder:
         tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
         return cls(weights, config, tokenizer, **read_sentence_transformers_settings(folder))
 
-    @property
-    def dim(self) -> int:
-        return self.config.hidden_size
-
     def encode(
         self,
         texts,
@@ -92,20 +86,8 @@ class NumpyEncoder:
         """Embed a string, giving (H,), or a list of strings, giving (N, H), float32, rows in input order."""
         single = isinstance(texts, str)
         texts = as_text_list(texts, "texts")
-        pooling = self.pooling if pooling is None else pooling
-        normalize = self.normalize if normalize is None else normalize
-        if max_length is None:
-            max_length = self.max_length
-        if max_length is None:
-            max_length = min(self.tokenizer.model_max_length, self.config.max_position_embeddings)
-        check_max_length(max_length, self.config)
-        check_pooling(pooling, "pooler.dense.weight" in self.weights)
-        check_batch_size(batch_size)
-
-        if self.lowercase:
-            texts = [t.lower() for t in texts]
-        encodings = self.tokenizer.encode(texts, max_length=max_length)
-        truncated = sum(1 for e in encodings if e.overflowing)
+        pooling, normalize, max_length = self.options(pooling, normalize, max_length, batch_size)
+        encodings, truncated = self.tokenize(texts, max_length)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))  # little padding per batch
         for start in range(0, len(order), batch_size):
@@ -117,11 +99,7 @@ class NumpyEncoder:
             if normalize:
                 vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             out[rows] = vectors
-        if truncated:
-            warnings.warn(
-                f"{truncated} of {len(texts)} texts were longer than {max_length} tokens and were truncated",
-                stacklevel=2,
-            )
+        warn_truncated(truncated, len(texts), max_length)
         return out[0] if single else out
 
 
@@ -130,50 +108,15 @@ def numpy_can_load(folder) -> bool:
     GELU."""
     folder = Path(folder)
     config = folder / "config.json"
-    if not (folder / "model.safetensors").is_file() or not config.is_file() or saved_quantization(folder):
+    if not (folder / "model.safetensors").is_file() or not config.is_file() or is_int8_folder(folder):
         return False
     values = read_json(config)
     return isinstance(values, dict) and values.get("hidden_act", "gelu") == "gelu"
 
 
-def expected_shapes(config: BertConfig) -> dict:
-    """Every weight the encoder reads, under the specification's names, with its shape."""
-    H, I = config.hidden_size, config.intermediate_size  # noqa: E741
-    shapes = {
-        "embeddings.word_embeddings.weight": (config.vocab_size, H),
-        "embeddings.position_embeddings.weight": (config.max_position_embeddings, H),
-        "embeddings.token_type_embeddings.weight": (config.type_vocab_size, H),
-        "embeddings.LayerNorm.weight": (H,),
-        "embeddings.LayerNorm.bias": (H,),
-    }
-    for i in range(config.num_hidden_layers):
-        p = f"encoder.layer.{i}."
-        for name, out_features, in_features in (
-            ("attention.self.query", H, H),
-            ("attention.self.key", H, H),
-            ("attention.self.value", H, H),
-            ("attention.output.dense", H, H),
-            ("intermediate.dense", I, H),
-            ("output.dense", H, I),
-        ):
-            shapes[p + name + ".weight"] = (out_features, in_features)
-            shapes[p + name + ".bias"] = (out_features,)
-        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
-            shapes[p + norm + ".weight"] = shapes[p + norm + ".bias"] = (H,)
-    return shapes
-
-
 def check_weights(weights: dict, config: BertConfig, path) -> None:
     """Refuse a missing, misshapen or non-finite weight by name, rather than compute with it."""
-    shapes = expected_shapes(config)
-    if "pooler.dense.weight" in weights:
-        shapes.update(
-            {
-                "pooler.dense.weight": (config.hidden_size, config.hidden_size),
-                "pooler.dense.bias": (config.hidden_size,),
-            }
-        )
-    for key, shape in shapes.items():
+    for key, shape in hf_shapes(config, pooler="pooler.dense.weight" in weights).items():
         if key not in weights:
             raise ValueError(f"{path}: weight {key!r} is missing")
         if weights[key].shape != shape:

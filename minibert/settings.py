@@ -1,13 +1,80 @@
-"""An encoder's settings, checked before any work: pooling, max_length, batch size, and whether a
-tokenizer belongs to a model. Torch-free, shared by the torch Encoder, the numpy one and the CLI."""
+"""An encoder's settings, resolved and checked in one place before any work: pooling, normalisation, the
+longest input, batch size, device and dtype, and whether a tokenizer belongs to a model. Torch-free at
+import, shared by the torch Encoder, the numpy one, the corpus paths and the CLI."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import warnings
 
-from minibert.config import BertConfig, read_json
+from minibert.config import BertConfig
 
 POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len")
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+
+
+def max_length_for(tokenizer, config: BertConfig, max_length: int | None = None) -> int:
+    """The longest input, in tokens, that an encoder feeds `config`'s model: `max_length` where one is given
+    (a call's, or a sentence-transformers folder's max_seq_length), checked against the position table;
+    otherwise the tokenizer's model_max_length, cut to the position table (max_position_embeddings)."""
+    if max_length is None:
+        return min(tokenizer.model_max_length, config.max_position_embeddings)
+    check_max_length(max_length, config)
+    return max_length
+
+
+class EncoderSettings:
+    """What the torch Encoder and the numpy one share: the settings a model folder (or the caller) gives
+    them, checked at creation, and how one call's options resolve against those defaults."""
+
+    def __init__(
+        self,
+        config: BertConfig,
+        tokenizer,
+        has_pooler: bool,
+        *,
+        pooling: str = "mean",
+        normalize: bool = False,
+        max_length: int | None = None,
+        lowercase: bool = False,
+    ):
+        check_pooling(pooling, has_pooler)
+        check_vocabulary(tokenizer, config)
+        if max_length is not None:
+            check_max_length(max_length, config)
+        self.config, self.tokenizer, self.has_pooler = config, tokenizer, has_pooler
+        self.pooling = pooling
+        self.normalize = normalize
+        self.max_length = max_length  # None: the tokenizer's model maximum (max_length_for)
+        self.lowercase = lowercase  # sentence-transformers' do_lower_case: lower the text before tokenizing
+
+    @property
+    def dim(self) -> int:
+        return self.config.hidden_size
+
+    def options(self, pooling=None, normalize=None, max_length=None, batch_size=32) -> tuple[str, bool, int]:
+        """One call's (pooling, normalize, max_length): each given value checked, each None the default."""
+        pooling = self.pooling if pooling is None else pooling
+        check_pooling(pooling, self.has_pooler)
+        check_batch_size(batch_size)
+        normalize = self.normalize if normalize is None else normalize
+        max_length = max_length_for(self.tokenizer, self.config, self.max_length if max_length is None else max_length)
+        return pooling, normalize, max_length
+
+    def tokenize(self, texts: list[str], max_length: int) -> tuple[list, int]:
+        """The tokenizer's encodings of `texts` (lowered first where the model asks), and how many were cut."""
+        if self.lowercase:
+            texts = [t.lower() for t in texts]
+        encodings = self.tokenizer.encode(texts, max_length=max_length)
+        return encodings, sum(1 for e in encodings if e.overflowing)
+
+
+def warn_truncated(truncated: int, total: int, max_length: int, stacklevel: int = 3) -> None:
+    """The one warning a call gives when it truncated texts."""
+    if truncated:
+        warnings.warn(
+            f"{truncated} of {total} texts were longer than {max_length} tokens and were truncated",
+            stacklevel=stacklevel,
+        )
 
 
 def check_pooling(pooling, has_pooler: bool) -> None:
@@ -43,7 +110,35 @@ def check_vocabulary(tokenizer, config: BertConfig) -> None:
         )
 
 
-def saved_quantization(folder) -> bool:
-    """Whether `folder` holds an int8 model that Encoder.save_pretrained wrote (config.json says so)."""
-    config = Path(folder) / "config.json"
-    return config.is_file() and isinstance(values := read_json(config), dict) and "quantization" in values
+def as_device(device):
+    """A torch.device, cpu unless asked otherwise; a device this torch cannot use is a ValueError naming it."""
+    import torch
+
+    try:
+        device = torch.device(device or "cpu")
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, or cuda where torch has a GPU") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"device {str(device)!r} is not available: {why}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} is not available: {torch.cuda.device_count()} GPU(s) visible")
+    if device.type not in ("cpu", "cuda") and device.type != "mps":
+        raise ValueError(f"device {str(device)!r} is not supported; use cpu or cuda")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' is not available on this machine")
+    return device
+
+
+def as_dtype(dtype):
+    """A torch dtype, float32 unless asked otherwise; accepts a torch dtype or its name ("bfloat16")."""
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    given = dtype
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), None)
+    if not isinstance(dtype, torch.dtype) or str(dtype).removeprefix("torch.") not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {given!r}")
+    return dtype

@@ -132,3 +132,19 @@ def test_the_config_accepts_exactly_the_activations_the_model_has():
     from minibert.model import ACTIVATIONS
 
     assert set(SUPPORTED_ACTIVATIONS) == set(ACTIVATIONS)
+
+
+@pytest.mark.parametrize("pooler", [True, False])
+def test_weight_shapes_are_the_models_own(pooler):
+    """BertConfig.weight_shapes is what the loaders and the numpy encoder check checkpoints against: it must
+    name every parameter of BertModel, in its order, with its shape."""
+    import torch
+
+    from minibert.model import BertModel
+
+    for config in (BertConfig(), BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                            intermediate_size=24, max_position_embeddings=16, type_vocab_size=3)):
+        with torch.device("meta"):
+            model = BertModel(config, add_pooler=pooler)
+        assert config.weight_shapes(pooler) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        assert list(config.weight_shapes(pooler)) == list(model.state_dict())

@@ -234,16 +234,15 @@ def quantize_int8(model: BertModel, batches, alpha: float = 0.7) -> BertModel:
     return swap_linear_layers(model, make)
 
 
-# --- int8 models saved once ------------------------------------------------------------------------------
-
-QUANTIZATION = "minibert-int8"  # config.json's "quantization": {"method": ..., "alpha", "weight_max"}
+# --- int8 models saved once (the format: minibert/formats/int8.py) -------------------------------------
 
 
 def int8_state_dict(model: BertModel) -> tuple[dict[str, torch.Tensor], dict]:
     """Every tensor of a quantized BertModel under Hugging Face names (the float ones as they are; for each
-    Int8Linear its int8 weight, per-channel weight_scale, input_scale (1 / smoothing) and bias), and the
-    config.json entry that says how they were made."""
-    from minibert.formats.checkpoint import to_hf_name
+    Int8Linear the tensors of minibert/formats/int8.py), and the config.json entry that says how they were
+    made."""
+    from minibert.formats import int8
+    from minibert.formats.names import to_hf_name
 
     # Int8Linear holds buffers only, so the parameters are exactly the float tensors.
     state = {to_hf_name(name): t.detach().contiguous() for name, t in model.named_parameters()}
@@ -251,11 +250,11 @@ def int8_state_dict(model: BertModel) -> tuple[dict[str, torch.Tensor], dict]:
     for name, module in model.named_modules():
         if isinstance(module, Int8Linear):
             prefix = to_hf_name(name + ".weight").removesuffix(".weight")
-            state |= {f"{prefix}.{k}": v.contiguous() for k, v in module.saved_tensors().items()}
+            state |= int8.layer_tensors(prefix, {k: v.contiguous() for k, v in module.saved_tensors().items()})
             weight_max = module.weight_max
     if weight_max is None:
         raise ValueError("the model has no int8 layers to save")
-    return state, {"method": QUANTIZATION, "weight_max": weight_max}
+    return state, int8.config_entry(weight_max)
 
 
 def load_int8_model(folder) -> BertModel:
@@ -263,36 +262,16 @@ def load_int8_model(folder) -> BertModel:
     encoder: no calibration, and the same int8 weights, so the same vectors on the same machine."""
     from pathlib import Path
 
-    from minibert.config import read_json
-    from minibert.formats.checkpoint import (
-        CheckpointError,
-        build_model,
-        encoder_weights,
-        read_config,
-        read_state_dict,
-        to_hf_name,
-    )
+    from minibert.formats import int8
+    from minibert.formats.checkpoint import build_model, encoder_weights, read_config, read_state_dict
+    from minibert.formats.errors import CheckpointError
+    from minibert.formats.names import to_hf_name
 
     folder = Path(folder)
-    entry = read_json(folder / "config.json").get("quantization") or {}
-    if entry.get("method") != QUANTIZATION:
-        raise CheckpointError(f"{folder / 'config.json'}: quantization {entry!r} is not {QUANTIZATION!r}")
+    entry = int8.read_entry(folder)
     config = read_config(folder)
     tensors, origin = read_state_dict(folder)
-    floats, saved = {}, {}
-    for key, t in tensors.items():
-        base, _, suffix = key.rpartition(".")
-        if suffix in ("weight_scale", "input_scale") or (suffix == "weight" and t.dtype == torch.int8):
-            saved.setdefault(base, {})[suffix] = t
-        else:
-            floats[key] = t
-    for base, parts in saved.items():  # the encoder's checks see the dequantized weight in its place
-        missing = sorted({"weight", "weight_scale", "input_scale"} - parts.keys())
-        if missing:
-            raise CheckpointError(
-                f"{origin[f'{base}.{next(iter(parts))}']}: int8 layer {base!r} lacks its {missing[0]}"
-            )
-        floats[base + ".weight"] = parts["weight"].float() * parts["weight_scale"][:, None] / parts["input_scale"]
+    floats, saved = int8.split_layers(tensors, origin)
     state, _ = encoder_weights(floats, origin, config)
     model = build_model(config, state)
 

@@ -3,7 +3,7 @@
 Formats read: `model.safetensors`, sharded safetensors (`model.safetensors.index.json`), and
 `pytorch_model.bin` (single or sharded), the latter with `torch.load(weights_only=True)` only, which
 refuses anything but tensors and plain containers. The names on disk are Hugging Face's (inherited
-from Google's TensorFlow scopes); WEIGHT_MAP below is the one place they meet minibert's names.
+from Google's TensorFlow scopes); minibert/formats/names.py is the one place they meet minibert's names.
 """
 
 from __future__ import annotations
@@ -22,95 +22,11 @@ from torch.overrides import TorchFunctionMode
 from minibert.config import BertConfig
 from minibert.formats.errors import CheckpointError
 from minibert.formats.hub import resolve
+from minibert.formats.names import HEAD_MAP, hf_name, is_ignored, normalize_key, to_hf_name, to_minibert_name
 from minibert.model import BertModel
+from minibert.settings import as_device, as_dtype
 
 logger = logging.getLogger(__name__)
-
-
-# Hugging Face name (after the `bert.` prefix is dropped) -> minibert name. {} stands for a layer index.
-WEIGHT_MAP = {
-    "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
-    "embeddings.position_embeddings.weight": "embeddings.position_embeddings.weight",
-    "embeddings.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
-    "embeddings.LayerNorm.weight": "embeddings.norm.weight",
-    "embeddings.LayerNorm.bias": "embeddings.norm.bias",
-    "encoder.layer.{}.attention.self.query.weight": "layers.{}.attention.query.weight",
-    "encoder.layer.{}.attention.self.query.bias": "layers.{}.attention.query.bias",
-    "encoder.layer.{}.attention.self.key.weight": "layers.{}.attention.key.weight",
-    "encoder.layer.{}.attention.self.key.bias": "layers.{}.attention.key.bias",
-    "encoder.layer.{}.attention.self.value.weight": "layers.{}.attention.value.weight",
-    "encoder.layer.{}.attention.self.value.bias": "layers.{}.attention.value.bias",
-    "encoder.layer.{}.attention.output.dense.weight": "layers.{}.attention.output.weight",
-    "encoder.layer.{}.attention.output.dense.bias": "layers.{}.attention.output.bias",
-    "encoder.layer.{}.attention.output.LayerNorm.weight": "layers.{}.attention_norm.weight",
-    "encoder.layer.{}.attention.output.LayerNorm.bias": "layers.{}.attention_norm.bias",
-    "encoder.layer.{}.intermediate.dense.weight": "layers.{}.ffn.up.weight",
-    "encoder.layer.{}.intermediate.dense.bias": "layers.{}.ffn.up.bias",
-    "encoder.layer.{}.output.dense.weight": "layers.{}.ffn.down.weight",
-    "encoder.layer.{}.output.dense.bias": "layers.{}.ffn.down.bias",
-    "encoder.layer.{}.output.LayerNorm.weight": "layers.{}.ffn_norm.weight",
-    "encoder.layer.{}.output.LayerNorm.bias": "layers.{}.ffn_norm.bias",
-    "pooler.dense.weight": "pooler.dense.weight",
-    "pooler.dense.bias": "pooler.dense.bias",
-}
-
-# Head keys (minibert/heads.py): Hugging Face name -> minibert name.
-HEAD_MAP = {
-    "cls.predictions.transform.dense.weight": "mlm.transform.weight",
-    "cls.predictions.transform.dense.bias": "mlm.transform.bias",
-    "cls.predictions.transform.LayerNorm.weight": "mlm.norm.weight",
-    "cls.predictions.transform.LayerNorm.bias": "mlm.norm.bias",
-    "cls.predictions.bias": "mlm.bias",
-    "cls.seq_relationship.weight": "nsp.weight",
-    "cls.seq_relationship.bias": "nsp.bias",
-    "classifier.weight": "classifier.weight",
-    "classifier.bias": "classifier.bias",
-    "qa_outputs.weight": "qa_outputs.weight",
-    "qa_outputs.bias": "qa_outputs.bias",
-}
-# Copies of tied weights that some checkpoints store as well; the tie makes them redundant.
-TIED = {
-    "cls.predictions.decoder.weight": "the word embeddings",
-    "cls.predictions.decoder.bias": "cls.predictions.bias",
-}
-
-# Keys the encoder knowingly leaves alone, with the reason.
-IGNORED = {
-    r"embeddings\.position_ids": "a buffer holding 0..max_position-1; the forward makes it",
-    r"cls\..*": "pretraining heads (masked LM, next sentence), not part of the encoder",
-    r"(classifier|qa_outputs)\..*": "a task head, not part of the encoder",
-}
-
-_TO_MINIBERT = {re.compile(re.escape(k).replace(r"\{\}", r"(\d+)") + "$"): v for k, v in WEIGHT_MAP.items()}
-_IGNORED = [re.compile(p + "$") for p in IGNORED]
-
-
-def normalize_key(key: str) -> str:
-    """One spelling for the variants real checkpoints use: drop `bert.`, and the legacy
-    `LayerNorm.gamma` / `LayerNorm.beta` of early PyTorch ports become `weight` / `bias`."""
-    key = key.removeprefix("bert.")
-    key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
-    return re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
-
-
-def to_minibert_name(key: str) -> str | None:
-    """The minibert parameter a normalized Hugging Face key fills, or None if it is no encoder weight."""
-    for pattern, target in _TO_MINIBERT.items():
-        m = pattern.match(key)
-        if m:
-            return target.format(*m.groups())
-    return None
-
-
-def to_hf_name(name: str) -> str:
-    """The Hugging Face key for a minibert parameter name (the inverse of to_minibert_name)."""
-    layer = re.match(r"layers\.(\d+)\.", name)
-    for hf, ours in WEIGHT_MAP.items():
-        if layer and ours.format(layer.group(1)) == name:
-            return hf.format(layer.group(1))
-        if not layer and ours == name:
-            return hf
-    raise KeyError(f"{name} has no Hugging Face name in WEIGHT_MAP")
 
 
 # --- finding and reading files ---------------------------------------------------------------------
@@ -279,14 +195,13 @@ def encoder_weights(tensors: dict, origin: dict, config: BertConfig) -> tuple[di
     Returns the encoder's state dict and the checkpoint keys left for other modules (heads). Raises
     CheckpointError for a key nobody understands, a missing weight, or a shape the config does not give.
     """
-    with skeleton():
-        expected = BertModel(config).state_dict()
+    expected = config.weight_shapes()
     state, rest = {}, []
     for key, t in tensors.items():
         norm = normalize_key(key)
         name = to_minibert_name(norm)
         if name is None:
-            if not any(p.match(norm) for p in _IGNORED):
+            if not is_ignored(norm):
                 raise CheckpointError(f"{origin[key]}: unexpected key {key!r}" + _layer_hint(norm, config))
             rest.append(key)
             continue
@@ -294,10 +209,9 @@ def encoder_weights(tensors: dict, origin: dict, config: BertConfig) -> tuple[di
             raise CheckpointError(f"{origin[key]}: unexpected key {key!r}" + _layer_hint(norm, config))
         if name in state:
             raise CheckpointError(f"{origin[key]}: {key!r} fills {name}, which another key already filled")
-        if tuple(t.shape) != tuple(expected[name].shape):
+        if tuple(t.shape) != expected[name]:
             raise CheckpointError(
-                f"{origin[key]}: {key!r} has shape {tuple(t.shape)}, but the config expects "
-                f"{tuple(expected[name].shape)}"
+                f"{origin[key]}: {key!r} has shape {tuple(t.shape)}, but the config expects {expected[name]}"
             )
         if not t.is_floating_point():
             raise CheckpointError(f"{origin[key]}: {key!r} has dtype {t.dtype}; expected floating point")
@@ -357,40 +271,6 @@ def _layer_hint(key: str, config: BertConfig) -> str:
     return ""
 
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
-def as_device(device) -> torch.device:
-    """cpu unless asked otherwise; a device this torch cannot use is a ValueError naming it."""
-    try:
-        device = torch.device(device or "cpu")
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use cpu, or cuda where torch has a GPU") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise ValueError(f"device {str(device)!r} is not available: {why}")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {str(device)!r} is not available: {torch.cuda.device_count()} GPU(s) visible")
-    if device.type not in ("cpu", "cuda") and device.type != "mps":
-        raise ValueError(f"device {str(device)!r} is not supported; use cpu or cuda")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' is not available on this machine")
-    return device
-
-
-def as_dtype(dtype) -> torch.dtype:
-    """float32 unless asked otherwise; accepts a torch dtype or its name ("bfloat16", "float16")."""
-    if dtype is None:
-        return torch.float32
-    given = dtype
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.removeprefix("torch."), None)
-    if dtype not in DTYPES:
-        names = ", ".join(str(d).removeprefix("torch.") for d in DTYPES)
-        raise ValueError(f"dtype must be one of {names}, got {given!r}")
-    return dtype
-
-
 def read_checkpoint(name_or_path, *, revision=None, local_files_only=False):
     """folder, config, every tensor, and the file each came from, for a folder or Hub id."""
     folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
@@ -398,7 +278,14 @@ def read_checkpoint(name_or_path, *, revision=None, local_files_only=False):
 
 
 def load_model(
-    name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False, attention: str = "sdpa"
+    name_or_path,
+    *,
+    device=None,
+    dtype=None,
+    revision=None,
+    local_files_only=False,
+    attention: str = "sdpa",
+    warn_no_pooler: bool = True,
 ) -> BertModel:
     as_device(device), as_dtype(dtype)  # refused before the files are read
     folder, config, tensors, origin = read_checkpoint(
@@ -407,7 +294,7 @@ def load_model(
     state, rest = encoder_weights(tensors, origin, config)
     if rest:
         logger.info("%s: left %d non-encoder keys unused (%s, ...)", folder, len(rest), rest[0])
-    if "pooler.dense.weight" not in state:
+    if "pooler.dense.weight" not in state and warn_no_pooler:
         warnings.warn(f"{folder}: the checkpoint has no pooler weights; pooler_output will be None", stacklevel=3)
     return cast(build_model(config, state, attention), device, dtype, folder)
 
@@ -486,13 +373,6 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
     return cast(model, device, dtype, folder)
 
 
-def hf_name(name: str) -> str:
-    """The Hugging Face key of a parameter of a head model (`bert.` + encoder name, or a head name)."""
-    if name.startswith("bert."):
-        return "bert." + to_hf_name(name.removeprefix("bert."))
-    return {ours: theirs for theirs, ours in HEAD_MAP.items()}[name]
-
-
 def save_head_model(model, directory) -> None:
     """`config.json` naming the head's class (and its labels) and `model.safetensors` under HF names."""
     directory = Path(directory)
@@ -514,31 +394,3 @@ def save_safetensors(tensors: dict, path: Path) -> None:
 
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
-
-
-# --- BertModel's loading methods, kept here beside the formats so that model.py only computes ----------
-
-
-def _from_pretrained(
-    cls, name_or_path, *, device=None, dtype=None, revision=None, local_files_only=False, attention: str = "sdpa"
-) -> BertModel:
-    """Load a checkpoint folder or Hub id: safetensors (sharded or not), pytorch_model.bin, or a Google
-    TensorFlow checkpoint. Weights are float32 unless `dtype` says otherwise; `attention` is "sdpa"
-    (fused) or "eager" (the equations step by step)."""
-    return load_model(
-        name_or_path,
-        device=device,
-        dtype=dtype,
-        revision=revision,
-        local_files_only=local_files_only,
-        attention=attention,
-    )
-
-
-def _save_pretrained(self, directory) -> None:
-    """Write `config.json` and `model.safetensors` under the Hugging Face names."""
-    save_model(self, directory)
-
-
-BertModel.from_pretrained = classmethod(_from_pretrained)
-BertModel.save_pretrained = _save_pretrained

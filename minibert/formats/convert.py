@@ -5,20 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minibert.config import read_json
-from minibert.formats.atomic import atomic_folder, check_folder_target, copy_file
-from minibert.formats.checkpoint import (
-    CheckpointError,
-    encoder_weights,
-    normalize_key,
-    read_checkpoint,
-    save_safetensors,
-)
-from minibert.formats.sentence_transformers import read_sentence_transformers_settings, st_module_folders
+from minibert.formats.atomic import atomic_folder, check_folder_target
+from minibert.formats.checkpoint import encoder_weights, read_checkpoint, save_safetensors
+from minibert.formats.errors import CheckpointError
+from minibert.formats.names import HEAD_PREFIXES, normalize_key
+from minibert.formats.sentence_transformers import copy_sentence_transformers_files, read_sentence_transformers_settings
+from minibert.settings import max_length_for
 from minibert.tokenizer import Tokenizer
-
-# sentence-transformers' files, kept so the converted folder pools and normalises as the source did
-SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 
 def convert(src, out, *, lowercase: bool | None = None, force: bool = False) -> Path:
@@ -40,14 +33,14 @@ def convert(src, out, *, lowercase: bool | None = None, force: bool = False) -> 
         raise ValueError(f"the output folder {out} is the source folder; choose another")
     encoder_weights(tensors, origin, config)  # every encoder weight there, with the config's shapes
     tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
-    tokenizer.model_max_length = min(tokenizer.model_max_length, config.max_position_embeddings)
+    tokenizer.model_max_length = max_length_for(tokenizer, config)
 
     state = {}
     for key, t in tensors.items():
         key = normalize_key(key)
         if key == "embeddings.position_ids":
             continue
-        if not key.startswith(("cls.", "classifier.", "qa_outputs.")):
+        if not key.startswith(HEAD_PREFIXES):
             key = "bert." + key
         state[key] = t.contiguous()
     heads = {k.split(".")[1] for k in state if k.startswith("cls.")}
@@ -68,20 +61,3 @@ def convert(src, out, *, lowercase: bool | None = None, force: bool = False) -> 
         tokenizer.save(tmp)
         copy_sentence_transformers_files(folder, tmp)
     return out
-
-
-def copy_sentence_transformers_files(folder: Path, out: Path) -> None:
-    """modules.json, sentence_bert_config.json and the module folders it names (1_Pooling/, ...)."""
-    folder = Path(folder)
-    for name in SENTENCE_TRANSFORMERS_FILES:
-        if (folder / name).is_file():
-            copy_file(folder / name, out / name)
-    if (folder / "modules.json").is_file():
-        for module in st_module_folders(folder, read_json(folder / "modules.json")):
-            for file in sorted((folder / module).rglob("*")):
-                target = out / file.relative_to(folder)
-                if file.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                elif file.is_file():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    copy_file(file, target)

@@ -1,11 +1,15 @@
 """A sentence-transformers model folder's metadata: modules.json, the pooling module's config.json and
-sentence_bert_config.json, read into the settings of minibert's Encoder."""
+sentence_bert_config.json, read into the settings of minibert's Encoder, and copied beside a written model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from minibert.config import read_json
+from minibert.formats.atomic import copy_file
+
+# sentence-transformers' files, kept so that a written folder pools and normalises as its source did
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
 
 # sentence-transformers' 1_Pooling/config.json switches -> minibert's pooling names
 _ST_POOLING_KEYS = {
@@ -57,6 +61,23 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
             raise ValueError(f"{st_config}: do_lower_case must be true or false, got {lowercase!r}")
         settings["lowercase"] = lowercase
     return settings
+
+
+def copy_sentence_transformers_files(folder: Path, out: Path) -> None:
+    """modules.json, sentence_bert_config.json and the module folders it names (1_Pooling/, ...)."""
+    folder = Path(folder)
+    for name in SENTENCE_TRANSFORMERS_FILES:
+        if (folder / name).is_file():
+            copy_file(folder / name, out / name)
+    if (folder / "modules.json").is_file():
+        for module in st_module_folders(folder, read_json(folder / "modules.json")):
+            for file in sorted((folder / module).rglob("*")):
+                target = out / file.relative_to(folder)
+                if file.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                elif file.is_file():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    copy_file(file, target)
 
 
 def st_module_folders(folder: Path, modules: list) -> list[str]:

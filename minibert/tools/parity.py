@@ -52,10 +52,11 @@ def _rows(ours, ref, keep) -> dict[str, float]:
 def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=None, atol=None) -> dict:
     """The comparison as a dict: rows (output -> {eager, sdpa} max abs diff, and in half precision the
     reference's own error), pass/fail per row, the first row beyond tolerance and the largest jump."""
-    from minibert.formats.checkpoint import as_device, as_dtype, load_model, read_config, read_state_dict
+    from minibert.formats.checkpoint import load_model, read_config, read_state_dict
     from minibert.formats.convert import convert
     from minibert.formats.hub import resolve
     from minibert.heads import BertForPreTraining
+    from minibert.settings import as_device, as_dtype, max_length_for
     from minibert.tokenizer import Tokenizer
 
     transformers = _transformers()
@@ -72,7 +73,7 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
         if not any((folder / f).is_file() for f in ("config.json",)):  # e.g. a Google TF release
             hf_folder = convert(folder, Path(tmp) / "hf")
         tokenizer = Tokenizer.from_pretrained(folder)
-        limit = min(tokenizer.model_max_length, read_config(folder).max_position_embeddings)
+        limit = max_length_for(tokenizer, read_config(folder))
         batch = tokenizer(texts, [p or "" for p in pairs] if pairs else None, max_length=limit)
         keep = batch["attention_mask"].bool()
         batch = {k: v.to(device) for k, v in batch.items()}

@@ -111,9 +111,8 @@ def load_weights(folder, dtype=np.float32) -> dict:
 
     from safetensors.numpy import load_file
 
+    from minibert.formats.names import is_ignored, normalize_key
+
     tensors = load_file(Path(folder) / "model.safetensors")
-    return {
-        k.removeprefix("bert."): v.astype(dtype)
-        for k, v in tensors.items()
-        if not k.startswith(("cls.", "classifier.", "qa_outputs.")) and not k.endswith("position_ids")
-    }
+    keys = {key: normalize_key(key) for key in tensors}
+    return {norm: tensors[key].astype(dtype) for key, norm in keys.items() if not is_ignored(norm)}

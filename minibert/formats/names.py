@@ -1,0 +1,114 @@
+"""Checkpoint names: the one place Hugging Face's keys (inherited from Google's TensorFlow scopes) meet
+minibert's parameter names, for the encoder and for the heads. Torch-free: the loader, the converter,
+the int8 format, the numpy specification and the numpy encoder all read it.
+
+The shape each weight must have comes from the config (BertConfig.weight_shapes), under minibert's names;
+`hf_shapes` gives it under Hugging Face's.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Hugging Face name (after the `bert.` prefix is dropped) -> minibert name. {} stands for a layer index.
+WEIGHT_MAP = {
+    "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight": "embeddings.position_embeddings.weight",
+    "embeddings.token_type_embeddings.weight": "embeddings.token_type_embeddings.weight",
+    "embeddings.LayerNorm.weight": "embeddings.norm.weight",
+    "embeddings.LayerNorm.bias": "embeddings.norm.bias",
+    "encoder.layer.{}.attention.self.query.weight": "layers.{}.attention.query.weight",
+    "encoder.layer.{}.attention.self.query.bias": "layers.{}.attention.query.bias",
+    "encoder.layer.{}.attention.self.key.weight": "layers.{}.attention.key.weight",
+    "encoder.layer.{}.attention.self.key.bias": "layers.{}.attention.key.bias",
+    "encoder.layer.{}.attention.self.value.weight": "layers.{}.attention.value.weight",
+    "encoder.layer.{}.attention.self.value.bias": "layers.{}.attention.value.bias",
+    "encoder.layer.{}.attention.output.dense.weight": "layers.{}.attention.output.weight",
+    "encoder.layer.{}.attention.output.dense.bias": "layers.{}.attention.output.bias",
+    "encoder.layer.{}.attention.output.LayerNorm.weight": "layers.{}.attention_norm.weight",
+    "encoder.layer.{}.attention.output.LayerNorm.bias": "layers.{}.attention_norm.bias",
+    "encoder.layer.{}.intermediate.dense.weight": "layers.{}.ffn.up.weight",
+    "encoder.layer.{}.intermediate.dense.bias": "layers.{}.ffn.up.bias",
+    "encoder.layer.{}.output.dense.weight": "layers.{}.ffn.down.weight",
+    "encoder.layer.{}.output.dense.bias": "layers.{}.ffn.down.bias",
+    "encoder.layer.{}.output.LayerNorm.weight": "layers.{}.ffn_norm.weight",
+    "encoder.layer.{}.output.LayerNorm.bias": "layers.{}.ffn_norm.bias",
+    "pooler.dense.weight": "pooler.dense.weight",
+    "pooler.dense.bias": "pooler.dense.bias",
+}
+
+# Head keys (minibert/heads.py): Hugging Face name -> minibert name.
+HEAD_MAP = {
+    "cls.predictions.transform.dense.weight": "mlm.transform.weight",
+    "cls.predictions.transform.dense.bias": "mlm.transform.bias",
+    "cls.predictions.transform.LayerNorm.weight": "mlm.norm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "mlm.norm.bias",
+    "cls.predictions.bias": "mlm.bias",
+    "cls.seq_relationship.weight": "nsp.weight",
+    "cls.seq_relationship.bias": "nsp.bias",
+    "classifier.weight": "classifier.weight",
+    "classifier.bias": "classifier.bias",
+    "qa_outputs.weight": "qa_outputs.weight",
+    "qa_outputs.bias": "qa_outputs.bias",
+}
+# Keys of the pretraining heads (cls.: masked LM, next sentence) and the task heads: not the encoder's.
+HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
+
+# Keys the encoder knowingly leaves alone, with the reason.
+IGNORED = {
+    r"embeddings\.position_ids": "a buffer holding 0..max_position-1; the forward makes it",
+    **{re.escape(prefix) + ".*": "a pretraining or task head, not part of the encoder" for prefix in HEAD_PREFIXES},
+}
+
+_TO_MINIBERT = {re.compile(re.escape(k).replace(r"\{\}", r"(\d+)") + "$"): v for k, v in WEIGHT_MAP.items()}
+_IGNORED = [re.compile(p + "$") for p in IGNORED]
+
+
+def is_ignored(key: str) -> bool:
+    """Whether a normalized key is one the encoder knowingly leaves alone (IGNORED): a head's, or a buffer."""
+    return any(p.match(key) for p in _IGNORED)
+
+
+def is_head_key(key: str) -> bool:
+    """Whether a normalized key belongs to a pretraining or task head."""
+    return key.startswith(HEAD_PREFIXES)
+
+
+def normalize_key(key: str) -> str:
+    """One spelling for the variants real checkpoints use: drop `bert.`, and the legacy
+    `LayerNorm.gamma` / `LayerNorm.beta` of early PyTorch ports become `weight` / `bias`."""
+    key = key.removeprefix("bert.")
+    key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
+    return re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+
+
+def to_minibert_name(key: str) -> str | None:
+    """The minibert parameter a normalized Hugging Face key fills, or None if it is no encoder weight."""
+    for pattern, target in _TO_MINIBERT.items():
+        m = pattern.match(key)
+        if m:
+            return target.format(*m.groups())
+    return None
+
+
+def to_hf_name(name: str) -> str:
+    """The Hugging Face key for a minibert parameter name (the inverse of to_minibert_name)."""
+    layer = re.match(r"layers\.(\d+)\.", name)
+    for hf, ours in WEIGHT_MAP.items():
+        if layer and ours.format(layer.group(1)) == name:
+            return hf.format(layer.group(1))
+        if not layer and ours == name:
+            return hf
+    raise KeyError(f"{name} has no Hugging Face name in WEIGHT_MAP")
+
+
+def hf_name(name: str) -> str:
+    """The Hugging Face key of a parameter of a head model (`bert.` + encoder name, or a head name)."""
+    if name.startswith("bert."):
+        return "bert." + to_hf_name(name.removeprefix("bert."))
+    return {ours: theirs for theirs, ours in HEAD_MAP.items()}[name]
+
+
+def hf_shapes(config, pooler: bool = True) -> dict[str, tuple[int, ...]]:
+    """Every encoder weight's Hugging Face key (without `bert.`) and the shape `config` gives it."""
+    return {to_hf_name(name): shape for name, shape in config.weight_shapes(pooler).items()}

@@ -142,8 +142,18 @@ def test_weight_shapes_are_the_models_own(pooler):
 
     from minibert.model import BertModel
 
-    for config in (BertConfig(), BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                            intermediate_size=24, max_position_embeddings=16, type_vocab_size=3)):
+    for config in (
+        BertConfig(),
+        BertConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=24,
+            max_position_embeddings=16,
+            type_vocab_size=3,
+        ),
+    ):
         with torch.device("meta"):
             model = BertModel(config, add_pooler=pooler)
         assert config.weight_shapes(pooler) == {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -112,9 +112,16 @@ class BertConfig:
             "embeddings.norm.weight": (H,),
             "embeddings.norm.bias": (H,),
         }
-        linear = {"attention.query": (H, H), "attention.key": (H, H), "attention.value": (H, H),
-                  "attention.output": (H, H), "attention_norm": (H,), "ffn.up": (I, H), "ffn.down": (H, I),
-                  "ffn_norm": (H,)}  # fmt: skip
+        linear = {
+            "attention.query": (H, H),
+            "attention.key": (H, H),
+            "attention.value": (H, H),
+            "attention.output": (H, H),
+            "attention_norm": (H,),
+            "ffn.up": (I, H),
+            "ffn.down": (H, I),
+            "ffn_norm": (H,),
+        }
         for i in range(self.num_hidden_layers):
             for name, shape in linear.items():  # a Linear's weight is (out, in); a LayerNorm's is (H,)
                 shapes[f"layers.{i}.{name}.weight"] = shape

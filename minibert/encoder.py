@@ -41,8 +41,15 @@ class Encoder(EncoderSettings):
         max_batch_tokens: int | None = 2048,
         fast: bool = True,
     ):
-        super().__init__(model.config, tokenizer, model.pooler is not None, pooling=pooling, normalize=normalize,
-                         max_length=max_length, lowercase=lowercase)  # fmt: skip
+        super().__init__(
+            model.config,
+            tokenizer,
+            model.pooler is not None,
+            pooling=pooling,
+            normalize=normalize,
+            max_length=max_length,
+            lowercase=lowercase,
+        )
         _warn_if_slow_bfloat16(model)
         global _encoders_made
         _encoders_made = True

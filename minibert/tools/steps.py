@@ -18,10 +18,13 @@ EMBEDDING_STEPS = {
     "embeddings.word": (["inputs.input_ids", "inputs.token_type_ids"], "(B, L, H)", "the word table's vectors"),
     "embeddings.token_type": (["inputs.input_ids", "inputs.token_type_ids"], "(B, L, H)", "the segment table's"),
     "embeddings.position": (["inputs.input_ids", "inputs.token_type_ids"], "(B, L, H)", "the position table's"),
-    "embeddings.sum": (["embeddings.word", "embeddings.token_type", "embeddings.position"], "(B, L, H)",
-                       "their sum, before the LayerNorm"),
+    "embeddings.sum": (
+        ["embeddings.word", "embeddings.token_type", "embeddings.position"],
+        "(B, L, H)",
+        "their sum, before the LayerNorm",
+    ),
     "embeddings.output": (["embeddings.sum"], "(B, L, H)", "after the LayerNorm: hidden state 0"),
-}  # fmt: skip
+}
 LAYER_STEPS = {
     "attention.query": (["{p}"], "(B, L, H)", "the query projection, heads side by side"),
     "attention.key": (["{p}"], "(B, L, H)", "the key projection"),
@@ -31,15 +34,14 @@ LAYER_STEPS = {
     "attention.probs": (["attention.masked_scores"], "(B, N, L, L)", "softmax over the keys"),
     "attention.context": (["attention.probs", "attention.value"], "(B, L, H)", "probs @ V, heads side by side"),
     "attention.output": (["attention.context"], "(B, L, H)", "the output projection"),
-    "attention.residual": (["{p}", "attention.output"], "(B, L, H)",
-                           "input + attention output, before the LayerNorm"),
+    "attention.residual": (["{p}", "attention.output"], "(B, L, H)", "input + attention output, before the LayerNorm"),
     "attention.norm": (["attention.residual"], "(B, L, H)", "after the LayerNorm"),
     "ffn.up": (["attention.norm"], "(B, L, I)", "the first feed-forward projection, before the GELU"),
     "ffn.act": (["ffn.up"], "(B, L, I)", "after the activation"),
     "ffn.down": (["ffn.act"], "(B, L, H)", "the second projection"),
     "ffn.residual": (["attention.norm", "ffn.down"], "(B, L, H)", "attention.norm + ffn.down, before the LayerNorm"),
     "ffn.norm": (["ffn.residual"], "(B, L, H)", "after the LayerNorm: hidden state i + 1"),
-}  # fmt: skip
+}
 POOLER_STEPS = {
     "pooler.dense": (["{last}"], "(B, H)", "dense([CLS]), before the tanh"),
     "pooler.output": (["pooler.dense"], "(B, H)", "tanh of it: pooler_output"),

@@ -6,7 +6,7 @@ Fine-tuning (section 4): sentence(-pair) classification on the pooled vector, to
 token vector, and span question answering as a start and an end score per token.
 
 Checkpoint names are Hugging Face's (`cls.predictions.*`, `classifier`, `qa_outputs`, ...); the map
-between them and the names here is HEAD_MAP in weights.py.
+between them and the names here is HEAD_MAP in minibert/formats/names.py.
 """
 
 from __future__ import annotations
@@ -260,6 +260,22 @@ class BertForQuestionAnswering(_Head):
                 F.cross_entropy(start_logits, start, ignore_index=L) + F.cross_entropy(end_logits, end, ignore_index=L)
             ) / 2
         return QuestionAnsweringOutput(loss, start_logits, end_logits)
+
+
+def masked_lm(name_or_path, **kwargs) -> BertForMaskedLM:
+    """BertForMaskedLM.from_pretrained, refusing a checkpoint without the masked-LM head (cls.predictions.*),
+    whose predictions would come from random weights."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # newly initialised head weights are refused just below
+        model = BertForMaskedLM.from_pretrained(name_or_path, **kwargs)
+    if any(name.startswith("cls.predictions.") for name in model.newly_initialized):
+        raise ValueError(
+            f"{name_or_path} has no masked-language-model head (cls.predictions.*); use a BertForPreTraining "
+            "or BertForMaskedLM checkpoint"
+        )
+    return model
 
 
 def fill_mask(model: BertForMaskedLM | BertForPreTraining, tokenizer, text: str, top_k: int = 5):

@@ -41,8 +41,15 @@ class NumpyEncoder(EncoderSettings):
         max_length: int | None = None,
         lowercase: bool = False,
     ):
-        super().__init__(config, tokenizer, "pooler.dense.weight" in weights, pooling=pooling, normalize=normalize,
-                         max_length=max_length, lowercase=lowercase)  # fmt: skip
+        super().__init__(
+            config,
+            tokenizer,
+            "pooler.dense.weight" in weights,
+            pooling=pooling,
+            normalize=normalize,
+            max_length=max_length,
+            lowercase=lowercase,
+        )
         self.weights = weights
 
     @classmethod

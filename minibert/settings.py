@@ -10,6 +10,7 @@ from minibert.config import BertConfig
 
 POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len")
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
+NUMPY_MAX_TEXTS = 16  # backend "auto" (minibert/numpy_encoder.py): numpy for up to this many texts
 
 
 def max_length_for(tokenizer, config: BertConfig, max_length: int | None = None) -> int:

@@ -62,7 +62,7 @@ def test_similarity_table(expected):
         assert line.startswith(f"[{i + 1}] {TEXTS[i]}")
         assert [float(x) for x in line.split()[-3:]] == [round(float(x), 2) for x in matrix[i]]
     # CJK labels take two columns each, so every row is as wide on screen as the header
-    from minibert.cli import display_width
+    from minibert.tools.terminal import display_width
 
     assert {display_width(line) for line in lines} == {display_width(lines[0])}
     assert len(lines[3]) < len(lines[1])  # fewer characters, same width

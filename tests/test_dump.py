@@ -20,7 +20,7 @@ import minibert.model
 from minibert import BertModel, Tokenizer
 from minibert.tools.compare import compare, format_report
 from minibert.tools.dump import activations, read_dump, write_dump
-from minibert.tools.trace import step_names
+from minibert.tools.steps import step_names
 
 TEXTS = ["The cat sat on the mat.", "A dog barked at the mailman all morning long.", "Hi."]
 

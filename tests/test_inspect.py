@@ -12,7 +12,8 @@ import torch
 from reference import randomize_
 
 from minibert import BertConfig, BertModel, Tokenizer
-from minibert.tools.trace import component_parameters, flops_per_token, step_names, trace
+from minibert.tools.steps import step_names
+from minibert.tools.trace import component_parameters, flops_per_token, trace
 
 TEXTS = ["The cat sat on the mat.", "A second, longer sentence to pad the first one."]
 

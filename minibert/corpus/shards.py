@@ -185,22 +185,63 @@ def _write_json(path: Path, value) -> None:
     write_text(path, json.dumps(value, indent=1, ensure_ascii=False) + "\n")
 
 
-def _write_npy(path: Path, vectors: np.ndarray) -> str:
-    """Write `vectors` as .npy, atomically; returns the file's sha256, taken from the bytes written."""
+def npy_bytes(vectors: np.ndarray) -> tuple[bytes, memoryview]:
+    """The .npy header and data of `vectors`, in C order (what the header says), without a copy where the
+    array already is."""
     import io
 
-    from minibert.formats.atomic import atomic_open
-
-    vectors = np.ascontiguousarray(vectors)  # the header must describe the bytes: C order
+    vectors = np.ascontiguousarray(vectors)
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, np.lib.format.header_data_from_array_1_0(vectors))
-    header, data = buffer.getvalue(), memoryview(vectors).cast("B")
+    return buffer.getvalue(), memoryview(vectors).cast("B")
+
+
+def write_vectors(out, fmt: str, texts: list[str], vectors: np.ndarray) -> None:
+    """`vectors` as one file to the binary stream `out`: npy, or one line per text, jsonl ({"text",
+    "embedding"}, 7 decimals) or tsv (9 significant digits, which float32 round-trips through)."""
+    if fmt == "npy":
+        for part in npy_bytes(vectors):
+            out.write(part)
+        return
+    for text, vector in zip(texts, vectors):
+        if fmt == "jsonl":
+            line = json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}, ensure_ascii=False)
+        else:
+            line = "\t".join(f"{x:.9g}" for x in vector)
+        out.write((line + "\n").encode("utf-8"))
+
+
+def _write_npy(path: Path, vectors: np.ndarray) -> str:
+    """Write `vectors` as .npy, atomically; returns the file's sha256, taken from the bytes written."""
+    from minibert.formats.atomic import atomic_open
+
+    header, data = npy_bytes(vectors)
     with atomic_open(path) as f:
         f.write(header)
         f.write(data)
     digest = hashlib.sha256(header)
     digest.update(data)
     return digest.hexdigest()
+
+
+def input_format(path: str, given: str | None = None) -> str:
+    """An input's format: `given`, or jsonl / parquet from the file's extension, else text."""
+    return given or {".jsonl": "jsonl", ".parquet": "parquet"}.get(Path(path).suffix.lower(), "text")
+
+
+def run_record(encoder, folder, *, pooling=None, normalize=None, max_length=None, batch_size=32, quantize=None):
+    """(settings, model) as a folder's manifest records them and `resume` compares them: encode's options
+    resolved against the encoder's defaults, and the model folder with the sha256 of its weights."""
+    pooling, normalize, max_length = encoder.options(pooling, normalize, max_length, batch_size)
+    settings = {
+        "pooling": pooling,
+        "normalize": normalize,
+        "max_length": max_length,
+        "batch_size": batch_size,
+        "dtype": "float32",
+        "quantize": quantize,
+    }
+    return settings, {"folder": str(Path(folder).resolve()), "weights_sha256": weights_sha256(folder)}
 
 
 def read_manifest(folder) -> dict:

@@ -1,6 +1,6 @@
 """What this CPU can do, decided in one place for every fast path.
 
-The fast paths in `fast.py` and `quantize.py` need instructions that not every x86-64 CPU has:
+The fast paths in `onednn.py` and `quantize.py` need instructions that not every x86-64 CPU has:
 - oneDNN bfloat16 matrix products run only with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT; without them
   the kernel refuses, so bfloat16 takes torch's plain path. Without bfloat16 dot-product instructions
   (AVX512_BF16 or AMX) bfloat16 computes correctly but is no faster than float32.

@@ -74,6 +74,18 @@ def copy_file(src, dst) -> None:
         shutil.copyfile(src, tmp)
 
 
+def check_file_target(output) -> None:
+    """A file can be written at `output`: it is no folder, and its folder exists and is writable."""
+    output = Path(output)
+    if output.is_dir():
+        raise ValueError(f"{output} is a folder; give a file name")
+    folder = output.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {output}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {output}: folder {folder} is not writable")
+
+
 def check_folder_target(path, force: bool = False) -> None:
     """Refuse a target folder that atomic_folder would refuse, before any work is done."""
     path = Path(path)

@@ -58,6 +58,47 @@ def activations(model, batch: dict, head_model=None, heads=()) -> dict[str, torc
     return out
 
 
+def dump_texts(model, texts: list[str], pairs=None, *, dtype="float32", heads=(), lowercase=None) -> tuple:
+    """(tensors, metadata) of a dump of `texts` (and their second segments `pairs`) on the model folder or Hub
+    id `model` (default: all-MiniLM-L6-v2), with the head logits asked for: what `minibert dump` writes."""
+    import warnings
+
+    from minibert.formats.hub import default_model
+    from minibert.settings import max_length_for
+    from minibert.tokenizer import Tokenizer
+
+    folder = model or default_model()
+    tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
+    if heads:
+        from minibert.heads import BertForPreTraining
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # newly initialised head weights are refused just below
+            head_model = BertForPreTraining.from_pretrained(folder, dtype=dtype)
+        missing = [n for n in head_model.newly_initialized if n.startswith("cls.")]
+        if missing:
+            raise ValueError(f"{folder} has no pretraining head weights ({missing[0]}, ...) for --head")
+        bert = head_model.bert
+    else:
+        from minibert.model import BertModel
+
+        bert, head_model = BertModel.from_pretrained(folder, dtype=dtype, warn_no_pooler=False), None
+    batch = tokenizer(texts, pairs, max_length=max_length_for(tokenizer, bert.config))
+    tensors = activations(bert, batch, head_model, heads)
+    keep = batch["attention_mask"].bool()
+    wordpieces = [tokenizer.convert_ids_to_tokens(ids[k]) for ids, k in zip(batch["input_ids"], keep)]
+    metadata = {
+        "texts": texts,
+        "pairs": pairs,
+        "wordpieces": wordpieces,
+        "config": bert.config.to_dict(),
+        "model": str(folder),
+        "dtype": dtype,
+        "device": "cpu",
+    }
+    return tensors, metadata
+
+
 def write_dump(path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
     """One safetensors file, written atomically; metadata values that are not strings become JSON."""
     from safetensors.torch import save_file

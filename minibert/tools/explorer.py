@@ -38,6 +38,15 @@ def attention_html(tokens: list[str], attentions, title: str = "", segments: lis
     return PAGE.replace("__TITLE__", html.escape(title or "attention")).replace("__DATA__", data)
 
 
+def attention_maps(model, batch: dict) -> list[np.ndarray]:
+    """One (N, T, T) array of attention probabilities per layer for the one text in `batch` (no padding)."""
+    import torch
+
+    with torch.no_grad():
+        out = model(**batch, output_attentions=True)
+    return [a[0].float().numpy() for a in out.attentions]
+
+
 def write_png_heatmaps(tokens: list[str], attentions, folder, title: str = "") -> list[Path]:
     """One PNG per layer under `folder`: its heads in a grid, each an L x L heatmap with the wordpieces on
     both axes (rows: the attending token, columns: the token attended to)."""

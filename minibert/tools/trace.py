@@ -147,3 +147,120 @@ def attention_summary(probs: torch.Tensor, tokens: list[str], top: int = 3) -> d
         "entropy": [round(float(e), 4) for e in entropy],
         "cls_attends_to": [(tokens[int(j)], round(float(w), 4)) for w, j in zip(weights, index)],
     }
+
+
+# --- one text, traced and reported (`minibert inspect`, `minibert attention`) ----------------------------
+
+
+def one_text(model=None, text: str = "", pair: str | None = None, lowercase: bool | None = None):
+    """(folder, BertModel, batch, wordpieces) for one text (and an optional second segment) on the model
+    folder or Hub id `model` (default: all-MiniLM-L6-v2), cut to the model's longest input with a warning."""
+    import warnings
+
+    from minibert.formats.hub import default_model
+    from minibert.settings import max_length_for
+    from minibert.tokenizer import Tokenizer
+
+    folder = model or default_model()
+    tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
+    bert = BertModel.from_pretrained(folder, warn_no_pooler=False)
+    limit = max_length_for(tokenizer, bert.config)
+    encodings = tokenizer.encode([text], None if pair is None else [pair], max_length=limit)
+    if encodings[0].overflowing:
+        warnings.warn(f"the text was longer than {limit} tokens and was truncated", stacklevel=2)
+    batch = tokenizer.collate(encodings)
+    return folder, bert, batch, tokenizer.convert_ids_to_tokens(batch["input_ids"][0].tolist())
+
+
+def report(model: BertModel, batch: dict, tokens: list[str], folder="") -> dict:
+    """What `minibert inspect` shows, as plain data: the config, the wordpieces, every step's shape and
+    statistics, each layer's attention summary, the mean / [CLS] / pooler vectors' norms and cosines, the
+    parameters per component, and the FLOPs per token."""
+    config = model.config
+    steps = trace(model, batch)
+    last = steps[f"layers.{len(model.layers) - 1}.ffn.norm"][0]  # (L, H)
+    vectors = {"mean": last.mean(0), "cls": last[0]}
+    if model.pooler is not None:
+        vectors["pooler"] = steps["pooler.output"][0]
+    names = list(vectors)
+    cosines = {
+        f"{a}~{b}": round(float(F.cosine_similarity(vectors[a], vectors[b], dim=0)), 4)
+        for i, a in enumerate(names)
+        for b in names[i + 1 :]
+    }
+    params = component_parameters(model)
+    sizes = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+    return {
+        "model": str(folder),
+        "config": {k: getattr(config, k) for k in sizes},
+        "tokens": [
+            {"token": t, "id": int(i), "segment": int(s)}
+            for t, i, s in zip(tokens, batch["input_ids"][0], batch["token_type_ids"][0])
+        ],
+        "steps": [
+            {
+                "name": name,
+                "shape": list(t.shape),
+                "dtype": str(t.dtype).removeprefix("torch."),
+                **{k: round(v, 6) for k, v in statistics(t).items()},
+            }
+            for name, t in steps.items()
+        ],
+        "attention": [
+            attention_summary(steps[f"layers.{i}.attention.probs"][0], tokens) for i in range(len(model.layers))
+        ],
+        "vectors": {"norms": {k: round(float(v.norm()), 4) for k, v in vectors.items()}, "cosines": cosines},
+        "parameters": {
+            **params,
+            "total": sum(params.values()),
+            "formula": config.parameter_count(pooler=model.pooler is not None),
+        },
+        "flops_per_token": flops_per_token(config, len(tokens)),
+    }
+
+
+def format_report(report: dict) -> str:
+    """`report` as the text `minibert inspect` prints."""
+    import math
+
+    from minibert.tools.terminal import display_width, pad
+
+    c, tokens = report["config"], [row["token"] for row in report["tokens"]]
+    lines = [
+        f"model {report['model']}: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
+        f"{c['num_attention_heads']} heads, intermediate {c['intermediate_size']}, vocabulary {c['vocab_size']}"
+    ]
+    width = max(display_width(t) for t in tokens + ["token"])
+    lines.append(f"\n{'#':>4}  {pad('token', width)}  {'id':>6}  segment")
+    for i, row in enumerate(report["tokens"]):
+        lines.append(f"{i:>4}  {pad(row['token'], width)}  {row['id']:>6}  {row['segment']:>7}")
+    name_width = max(len(s["name"]) for s in report["steps"])
+    lines.append(f"\n{'step':<{name_width}}  {'shape':<16} {'mean':>9} {'std':>9} {'min':>9} {'max':>9} {'norm':>9}")
+    for s in report["steps"]:
+        shape = "(" + ", ".join(map(str, s["shape"])) + ")"
+        lines.append(
+            f"{s['name']:<{name_width}}  {shape:<16} {s['mean']:>9.4f} {s['std']:>9.4f} {s['min']:>9.4f} "
+            f"{s['max']:>9.4f} {s['norm']:>9.3f}"
+        )
+    lines.append(
+        "\nattention: each head's mean entropy (nats; uniform over the tokens would be "
+        f"{math.log(len(tokens)):.2f}), and the tokens [CLS] attends to most"
+    )
+    for i, a in enumerate(report["attention"]):
+        entropies = " ".join(f"{e:.2f}" for e in a["entropy"])
+        top = ", ".join(f"{t} {w:.2f}" for t, w in a["cls_attends_to"])
+        lines.append(f"  layer {i:>2}: {entropies}   [CLS] -> {top}")
+    norms, cosines = report["vectors"]["norms"], report["vectors"]["cosines"]
+    lines.append(
+        "\nvectors: "
+        + ", ".join(f"{k} |{v:.3f}|" for k, v in norms.items())
+        + "; cosines "
+        + ", ".join(f"{k} {v:.3f}" for k, v in cosines.items())
+    )
+    p = report["parameters"]
+    parts = ", ".join(f"{k} {v:,}" for k, v in p.items() if k not in ("total", "formula"))
+    lines.append(f"parameters: {parts}; total {p['total']:,} (formula: {p['formula']:,})")
+    lines.append(
+        f"FLOPs per token at length {len(tokens)}: {report['flops_per_token']:,} (layers x (2 x (4H^2 + 2HI) + 4LH))"
+    )
+    return "\n".join(lines)

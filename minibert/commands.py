@@ -1,0 +1,282 @@
+"""What each `minibert` command does with its parsed arguments (minibert/cli.py parses them): check what
+argparse cannot, call the Python API that owns the work, and print the result; a summary goes to stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from minibert.formats.atomic import check_file_target
+from minibert.settings import NUMPY_MAX_TEXTS, POOLINGS
+from minibert.tools.terminal import display_width, format_matrix, pad
+
+
+class UsageError(Exception):
+    """A bad argument or input: one line on stderr, exit code 2."""
+
+
+def run_embed(args) -> None:
+    from minibert.corpus import embed
+    from minibert.formats.atomic import atomic_open
+
+    start = time.perf_counter()
+    if args.pooling is not None and args.pooling not in POOLINGS:
+        raise UsageError(f"minibert embed: unknown pooling {args.pooling!r}; choose from {', '.join(POOLINGS)}")
+    for name in ("batch_size", "max_length", "chunk_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UsageError(f"minibert embed: --{name.replace('_', '-')} must be positive, got {value}")
+    output = Path(args.output) if args.output else None
+    options = {
+        "pooling": args.pooling,
+        "normalize": False if args.no_normalize else None,
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+    }
+    if output is not None and (args.output.endswith(("/", os.sep)) or output.is_dir()):
+        return run_embed_folder(args, output, options, start)
+    if args.resume:
+        raise UsageError("minibert embed: --resume continues a folder of shards: give -o DIR/")
+    fmt = embed.output_format(args.format, output)
+    if fmt == "npy" and output is None and sys.stdout.isatty():
+        raise UsageError("minibert embed: npy output needs -o FILE (or --format jsonl/tsv for the terminal)")
+    if output is not None:
+        check_file_target(output)
+    check_device(args.device)
+    texts = embed.read_lines(args.input)
+    encoder = load_encoder(args.model, args.device, args.quantize, args.lowercase)
+    # The output is opened before the work, so an unwritable place fails now, and written to a temporary
+    # name that becomes `output` only once every byte is on disk (minibert/formats/atomic.py).
+    with atomic_open(output) if output is not None else _stdout() as out:
+        vectors = embed.embed_to_file(encoder, texts, out, fmt, **options)
+    seconds, where = time.perf_counter() - start, output or "stdout"
+    print(
+        f"minibert: embedded {len(texts)} texts ({vectors.shape[1]} dimensions, {fmt}) in {seconds:.1f} s -> {where}",
+        file=sys.stderr,
+    )
+
+
+def run_embed_folder(args, output: Path, options: dict, start: float) -> None:
+    """embed into a folder of shards, resumable (minibert/corpus/shards.py)."""
+    from minibert.corpus import embed
+    from minibert.corpus.shards import Source, count_rows, input_format
+    from minibert.formats.hub import default_model, resolve
+
+    if args.format is not None:
+        raise UsageError("minibert embed: a folder output gets .npy shards and a manifest; --format is for one file")
+    kind = input_format(args.input, args.input_format)
+    source = Source(args.input, kind, args.text_field or "text", args.id_field, args.errors)
+    embed.check_folder_run(source, output, args.resume)
+    check_device(args.device)
+    folder = resolve(args.model) if args.model else default_model()
+    encoder = load_encoder(folder, args.device, args.quantize, args.lowercase)
+    bar = None
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=count_rows(source), unit="text", desc="Embedding", file=sys.stderr, dynamic_ncols=True)
+    try:
+        manifest, stats = embed.embed_folder(
+            encoder,
+            source,
+            output,
+            folder,
+            chunk_size=args.chunk_size,
+            resume=args.resume,
+            progress=(lambda done: bar.update(done - bar.n)) if bar else None,
+            quantize=args.quantize,
+            **options,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds, texts = time.perf_counter() - start, stats.get("texts", 0)
+    print(
+        f"minibert: embedded {texts} texts ({stats.get('tokens', 0)} tokens, {stats.get('truncated', 0)} truncated) "
+        f"in {seconds:.1f} s, {texts / seconds:.1f} texts/s -> {output} ({manifest['rows']} rows in "
+        f"{len(manifest['shards'])} shards)",
+        file=sys.stderr,
+    )
+
+
+def check_device(device) -> None:
+    if device is None:
+        return
+    from minibert.settings import as_device
+
+    try:
+        as_device(device)
+    except ValueError as e:
+        raise UsageError(f"minibert: --device: {e}") from None
+
+
+class _stdout:
+    """sys.stdout's bytes, as a context manager that flushes (a closed pipe surfaces here) and stays open."""
+
+    def __enter__(self):
+        return sys.stdout.buffer
+
+    def __exit__(self, *exc):
+        sys.stdout.buffer.flush()
+        return False
+
+
+def run_similarity(args) -> None:
+    import numpy as np
+
+    from minibert.formats.hub import default_model, resolve
+    from minibert.numpy_encoder import NumpyEncoder, numpy_can_load
+
+    folder = default_model() if args.model is None else resolve(args.model)
+    if args.backend == "auto":  # a few texts: numpy, so that the command never waits for torch to import
+        args.backend = "numpy" if len(args.texts) <= NUMPY_MAX_TEXTS and numpy_can_load(folder) else "torch"
+    if args.backend == "numpy":
+        encoder = NumpyEncoder.from_pretrained(folder, lowercase=args.lowercase)
+    else:
+        encoder = load_encoder(folder, lowercase=args.lowercase)
+    vectors = encoder.encode(args.texts)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    print(format_matrix(args.texts, unit @ unit.T))
+
+
+def run_tokenize(args) -> None:
+    from minibert.formats.hub import default_model
+    from minibert.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_pretrained(args.model or default_model(), lowercase=args.lowercase)
+    batch = tokenizer([args.text], None if args.pair is None else [args.pair], truncation=False)
+    ids, types = batch["input_ids"][0].tolist(), batch["token_type_ids"][0].tolist()
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    width = max(display_width(t) for t in tokens + ["token"])
+    print(f"{'#':>4}  {pad('token', width)}  {'id':>6}  type")
+    for i, (token, id_, type_) in enumerate(zip(tokens, ids, types)):
+        print(f"{i:>4}  {pad(token, width)}  {id_:>6}  {type_:>4}")
+
+
+def run_inspect(args) -> None:
+    from minibert.tools.trace import format_report, one_text, report
+
+    folder, model, batch, tokens = one_text(args.model, args.text, args.pair, args.lowercase)
+    result = report(model, batch, tokens, folder)
+    print(json.dumps(result, ensure_ascii=False, indent=1) if args.json else format_report(result))
+
+
+def run_attention(args) -> None:
+    from minibert.formats.atomic import write_text
+    from minibert.tools.explorer import attention_html, attention_maps, write_png_heatmaps
+    from minibert.tools.trace import one_text
+
+    output = Path(args.output)
+    check_file_target(output)
+    if args.png:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("minibert attention: --png needs matplotlib: pip install 'minibert-encoder[viz]'")
+    folder, model, batch, tokens = one_text(args.model, args.text, args.pair, args.lowercase)
+    attentions = attention_maps(model, batch)
+    segments = batch["token_type_ids"][0].tolist()
+    title = args.text if args.pair is None else f"{args.text} | {args.pair}"
+    write_text(output, attention_html(tokens, attentions, title, segments))
+    print(
+        f"minibert: wrote {output} ({len(tokens)} tokens, {len(attentions)} layers x {attentions[0].shape[0]} heads)",
+        file=sys.stderr,
+    )
+    if args.png:
+        written = write_png_heatmaps(tokens, attentions, args.png, title=Path(str(folder)).name)
+        print(f"minibert: wrote {len(written)} heatmaps to {args.png}", file=sys.stderr)
+
+
+def run_dump(args) -> None:
+    from minibert.corpus import embed
+    from minibert.tools.dump import dump_texts, write_dump
+
+    output = Path(args.output)
+    check_file_target(output)
+    texts = list(args.texts) + (embed.read_lines(args.texts_file) if args.texts_file else [])
+    if not texts:
+        raise UsageError("minibert dump: give texts, or --texts FILE")
+    if args.pair is not None and len(args.pair) != len(texts):
+        raise UsageError(f"minibert dump: {len(texts)} texts but {len(args.pair)} --pair texts")
+    heads = tuple(dict.fromkeys(args.head or ()))
+    tensors, metadata = dump_texts(
+        args.model, texts, args.pair, dtype=args.dtype, heads=heads, lowercase=args.lowercase
+    )
+    write_dump(output, tensors, metadata)
+    size = output.stat().st_size / 1e6
+    print(f"minibert: wrote {output}: {len(tensors)} tensors for {len(texts)} texts, {size:.1f} MB", file=sys.stderr)
+
+
+def run_compare(args) -> None:
+    from minibert.tools.compare import compare, format_report
+    from minibert.tools.dump import read_dump
+
+    reference, _ = read_dump(args.reference)
+    candidate, _ = read_dump(args.candidate)
+    report = compare(reference, candidate, atol=args.atol, rtol=args.rtol)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
+    if not report.ok:
+        raise SystemExit(1)
+
+
+def run_parity(args) -> None:
+    from minibert.corpus import embed
+    from minibert.formats.hub import default_model
+    from minibert.tools.parity import format_parity, parity
+
+    check_device(args.device)
+    texts = embed.read_lines(args.texts_file) if args.texts_file else None
+    try:
+        report = parity(
+            args.model or default_model(), device=args.device or "cpu", dtype=args.dtype, texts=texts, atol=args.atol
+        )
+    except ImportError as e:
+        raise UsageError(f"minibert parity: {e}") from None
+    print(json.dumps(report, indent=1) if args.json else format_parity(report))
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
+def run_quantize(args) -> None:
+    from minibert.encoder import Encoder
+    from minibert.formats.atomic import check_folder_target
+
+    check_folder_target(Path(args.out), args.force)
+    start = time.perf_counter()
+    encoder = Encoder.from_pretrained(args.model, quantize="int8", lowercase=args.lowercase)
+    encoder.save_pretrained(args.out, force=args.force)
+    print(f"minibert: wrote {args.out}, int8, in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+
+
+def run_fill_mask(args) -> None:
+    from minibert.heads import fill_mask, masked_lm
+    from minibert.tokenizer import Tokenizer
+
+    if args.top_k < 1:
+        raise UsageError(f"minibert fill-mask: --top-k must be positive, got {args.top_k}")
+    folder = args.model
+    tokenizer = Tokenizer.from_pretrained(folder, lowercase=args.lowercase)
+    masks = tokenizer.tokenize(args.text).count("[MASK]")
+    if masks != 1:
+        raise UsageError(f"minibert fill-mask: the text must hold exactly one [MASK], it holds {masks}")
+    model = masked_lm(folder)
+    candidates = fill_mask(model, tokenizer, args.text, top_k=args.top_k)
+    width = max(display_width(c["token"]) for c in candidates)
+    for c in candidates:
+        print(f"{pad(c['token'], width)}  {c['score']:.4f}")
+
+
+def run_convert(args) -> None:
+    from minibert.formats.convert import convert
+
+    out = convert(args.src, args.out, lowercase=args.lowercase, force=args.force)
+    print(f"minibert: wrote {out}", file=sys.stderr)
+
+
+def load_encoder(model, device=None, quantize=None, lowercase=None):
+    from minibert.encoder import Encoder
+
+    return Encoder.from_pretrained(model, device=device, quantize=quantize, lowercase=lowercase)

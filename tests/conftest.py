@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import randomize_
 
 
 @pytest.fixture(autouse=True)
@@ -48,3 +49,22 @@ def bert_base(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bert-base")
     ref.save_pretrained(folder)
     return folder, ref.bert
+
+
+@pytest.fixture
+def tiny_folder(tmp_path):
+    """A tiny random BERT saved by transformers, LayerNorms randomised."""
+    import transformers
+
+    config = transformers.BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=20,
+        max_position_embeddings=16,
+    )
+    model = transformers.BertModel(config)
+    randomize_(model)
+    model.save_pretrained(tmp_path / "tiny")
+    return tmp_path / "tiny"

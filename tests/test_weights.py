@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import warnings
@@ -300,3 +301,146 @@ def test_loading_builds_no_random_weights(minilm_dir):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "False"]
+
+
+def _rewrite(folder, change):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    change(tensors)
+    save_file(tensors, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("bad,count", [(float("nan"), 1), (float("inf"), 3)])
+def test_nan_or_inf_weights_are_refused(tiny_folder, bad, count):
+    def poison(tensors):
+        tensors["encoder.layer.1.output.dense.weight"].view(-1)[:count] = bad
+
+    _rewrite(tiny_folder, poison)
+    with pytest.raises(
+        CheckpointError,
+        match=rf"model\.safetensors: 'encoder\.layer\.1\.output\.dense\.weight' "
+        rf"holds {count} NaN or infinite values? \(of 320\)",
+    ):
+        BertModel.from_pretrained(tiny_folder)
+
+
+def test_a_cast_that_overflows_is_refused(tiny_folder):
+    def grow(tensors):
+        for key in tensors:
+            tensors[key] = tensors[key].double()
+        tensors["pooler.dense.weight"][0, 0] = 1e6  # finite in float64 and float32, infinite in float16
+
+    _rewrite(tiny_folder, grow)
+    assert BertModel.from_pretrained(tiny_folder, dtype=torch.float32) is not None  # fits in float32
+    with pytest.raises(CheckpointError, match=r"'pooler\.dense\.weight' has values too large for torch\.float16"):
+        BertModel.from_pretrained(tiny_folder, dtype=torch.float16)
+
+
+def test_shards_in_the_hugging_face_cache_are_symlinks(tmp_path):
+    """A sharded repo as huggingface_hub stores it: every snapshot file a link into blobs/."""
+    import transformers
+    from test_hub import make_repo, run
+
+    config = transformers.BertConfig(
+        vocab_size=40,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=20,
+        max_position_embeddings=16,
+    )
+    model = transformers.BertModel(config)
+    randomize_(model)
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="10KB")
+    files = {p.name: p.read_bytes() for p in (tmp_path / "sharded").iterdir()}
+    assert "model.safetensors.index.json" in files and len(files) > 3
+    snapshot = make_repo(tmp_path / "hf", "org/sharded", files)
+    assert (snapshot / "model.safetensors.index.json").is_symlink()
+    result = run(
+        """
+        import torch
+        from minibert import BertModel
+        model = BertModel.from_pretrained("org/sharded")
+        print(float(model.pooler.dense.weight.sum()))
+    """,
+        tmp_path / "hf",
+    )
+    assert result.returncode == 0, result.stderr
+    assert abs(float(result.stdout) - float(model.pooler.dense.weight.sum())) < 1e-4
+    # the shard *names* must still be bare file names
+    index = json.loads(files["model.safetensors.index.json"])
+    first = next(iter(index["weight_map"]))
+    for bad in ("../evil.safetensors", "/etc/passwd", "sub/x.safetensors"):
+        shutil.copytree(tmp_path / "sharded", tmp_path / "bad", dirs_exist_ok=True)
+        index["weight_map"][first] = bad
+        (tmp_path / "bad" / "model.safetensors.index.json").write_text(json.dumps(index))
+        with pytest.raises(CheckpointError, match="is not a file name inside"):
+            BertModel.from_pretrained(tmp_path / "bad")
+
+
+def test_a_pickle_refusal_never_advises_the_unsafe_retry(tiny_folder):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    state = {"embeddings.word_embeddings.weight": torch.zeros(40, 16), "extra": Payload()}
+    (tiny_folder / "model.safetensors").unlink()
+    torch.save(state, tiny_folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError) as caught:
+        BertModel.from_pretrained(tiny_folder)
+    message = str(caught.value)
+    assert "pytorch_model.bin: refused: it asks to unpickle print" in message
+    assert "weights_only=False" not in message and "\x1b[" not in message
+    assert "can run arbitrary code" in message and "safetensors" in message
+
+
+@pytest.mark.parametrize(
+    "what,match",
+    [
+        ("empty", r"model\.safetensors: holds no tensors"),
+        ("empty index", r"model\.safetensors\.index\.json: not a valid shard index .*weight_map is empty"),
+        ("list in bin", r"pytorch_model\.bin: expected a dict of tensors, got a list"),
+        ("string in bin", r"pytorch_model\.bin: expected a dict of tensors, but 'x' holds a str"),
+    ],
+)
+def test_empty_or_odd_checkpoints_name_the_file(tiny_folder, what, match):
+    from safetensors.torch import save_file
+
+    (tiny_folder / "model.safetensors").unlink()
+    if what == "empty":
+        save_file({}, tiny_folder / "model.safetensors")
+    elif what == "empty index":
+        (tiny_folder / "model.safetensors.index.json").write_text('{"weight_map": {}}')
+    elif what == "list in bin":
+        torch.save([torch.ones(2)], tiny_folder / "pytorch_model.bin")
+    else:
+        torch.save({"x": "text"}, tiny_folder / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=match):
+        BertModel.from_pretrained(tiny_folder)
+
+
+@pytest.mark.parametrize(
+    "dtype,shown",
+    [("float8_e4m3fn", "'float8_e4m3fn'"), ("fp16", "'fp16'"), (torch.float8_e4m3fn, "torch.float8_e4m3fn")],
+)
+def test_unsupported_dtypes_are_refused_by_the_name_given(tiny_folder, dtype, shown):
+    with pytest.raises(ValueError, match=f"dtype must be one of float32, float16, bfloat16, float64, got {shown}"):
+        BertModel.from_pretrained(tiny_folder, dtype=dtype)
+
+
+def test_save_pretrained_failure_leaves_the_old_file(tiny_folder, tmp_path, monkeypatch):
+    model = BertModel.from_pretrained(tiny_folder)
+    model.save_pretrained(tmp_path / "saved")
+    before = (tmp_path / "saved" / "model.safetensors").read_bytes()
+
+    def full_disk(tensors, path, metadata=None):
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("safetensors.torch.save_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        model.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["config.json", "model.safetensors"]

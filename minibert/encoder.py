@@ -149,17 +149,15 @@ class Encoder(EncoderSettings):
         is written as int8 weights with their scales and smoothing factors, and a config entry saying so:
         from_pretrained loads it without calibrating, and gives the same vectors on the same machine.
         Built beside `directory` and moved into place whole; a non-empty `directory` needs force=True."""
-        from minibert.fast.quantize import Int8Linear, int8_state_dict
+        from minibert.fast.quantize import Int8Linear, save_int8_model
         from minibert.formats.atomic import atomic_folder
-        from minibert.formats.checkpoint import save_model, save_safetensors
+        from minibert.formats.checkpoint import save_model
         from minibert.formats.sentence_transformers import copy_sentence_transformers_files
 
         quantized = any(isinstance(m, Int8Linear) for m in self.model.modules())
         with atomic_folder(directory, force=force) as tmp:
             if quantized:
-                state, entry = int8_state_dict(self.model)
-                self.model.config.save_json(tmp / "config.json", quantization=entry)
-                save_safetensors(state, tmp / "model.safetensors")
+                save_int8_model(self.model, tmp)
             else:
                 save_model(self.model, tmp)
             self.tokenizer.save(tmp)

@@ -257,6 +257,19 @@ def int8_state_dict(model: BertModel) -> tuple[dict[str, torch.Tensor], dict]:
     return state, int8.config_entry(weight_max)
 
 
+def save_int8_model(model: BertModel, folder) -> None:
+    """Write a quantized BertModel's config.json (with its quantization entry) and model.safetensors into
+    `folder`, in the format of minibert/formats/int8.py."""
+    from pathlib import Path
+
+    from minibert.formats import int8
+    from minibert.formats.checkpoint import save_safetensors
+
+    state, entry = int8_state_dict(model)
+    model.config.save_json(Path(folder) / "config.json", **{int8.CONFIG_KEY: entry})
+    save_safetensors(state, Path(folder) / "model.safetensors")
+
+
 def load_int8_model(folder) -> BertModel:
     """A BertModel with Int8Linear layers, from a folder `Encoder.save_pretrained` wrote for a quantized
     encoder: no calibration, and the same int8 weights, so the same vectors on the same machine."""

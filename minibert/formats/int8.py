@@ -18,6 +18,7 @@ from pathlib import Path
 
 from minibert.config import read_json
 
+CONFIG_KEY = "quantization"  # the config.json entry that marks an int8 folder
 METHOD = "minibert-int8"
 LAYER_PARTS = ("weight", "weight_scale", "input_scale")  # what each quantized layer must hold, besides its bias
 
@@ -25,7 +26,7 @@ LAYER_PARTS = ("weight", "weight_scale", "input_scale")  # what each quantized l
 def is_int8_folder(folder) -> bool:
     """Whether `folder` holds a saved int8 model (its config.json has a quantization entry)."""
     config = Path(folder) / "config.json"
-    return config.is_file() and isinstance(values := read_json(config), dict) and "quantization" in values
+    return config.is_file() and isinstance(values := read_json(config), dict) and CONFIG_KEY in values
 
 
 def config_entry(weight_max: int) -> dict:
@@ -36,7 +37,7 @@ def config_entry(weight_max: int) -> dict:
 def read_entry(folder) -> dict:
     """The quantization entry of an int8 folder's config.json, refused unless it is this format's."""
     path = Path(folder) / "config.json"
-    entry = read_json(path).get("quantization") or {}
+    entry = read_json(path).get(CONFIG_KEY) or {}
     if not isinstance(entry, dict) or entry.get("method") != METHOD:
         from minibert.formats.errors import CheckpointError
 

@@ -255,3 +255,107 @@ def test_a_shard_holds_the_array_whatever_its_memory_order(tmp_path):
     digest = _write_npy(tmp_path / "s.npy", vectors)
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy", allow_pickle=False), vectors)
     assert digest == _sha256(tmp_path / "s.npy")
+
+
+# --- a vectors folder checked against its manifest (the manifest is never trusted alone) ----------------
+
+
+@pytest.fixture
+def folder(encoder, tmp_path):
+    """A finished folder of 3 shards (10, 10 and 5 rows) with ids, written without a subprocess."""
+    from minibert.corpus.shards import Source, embed_to_folder, run_record
+
+    source = tmp_path / "in.txt"
+    source.write_text("".join(t + "\n" for t in corpus(25, seed=3)))
+    settings, model = run_record(encoder, encoder_folder(encoder))
+    embed_to_folder(encoder, Source(str(source)), tmp_path / "v", settings=settings, model=model, chunk_size=10)
+    return tmp_path / "v"
+
+
+def encoder_folder(encoder):
+    import minibert
+
+    return minibert.default_model()
+
+
+def edit_manifest(folder, change):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    change(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda f: (f / "shard-00001.npy").unlink(), r"shard-00001\.npy: shard missing"),
+        (lambda f: np.save(f / "shard-00002.npy", np.zeros((5, 384))), r"shard-00002\.npy: holds float64"),
+        (lambda f: np.save(f / "shard-00002.npy", np.zeros((4, 384), np.float32)), r"shape \(4, 384\), but"),
+        (lambda f: (f / "shard-00000.npy").write_bytes((f / "shard-00000.npy").read_bytes()[:-100]), r"bytes, but a"),
+        (lambda f: np.save(f / "shard-00000.npy", np.array([{"a": 1}] * 10, dtype=object)), r"holds object"),
+        (lambda f: (f / "shard-00001.ids.json").write_text("[1, 2]"), r"holds 2 ids, but its shard has 10 rows"),
+        (lambda f: (f / "shard-00001.ids.json").write_text('{"k": 1}'), r"holds a dict"),
+        (lambda f: edit_manifest(f, lambda m: m["shards"][1].update(start=12)), r"shards\[1\] starts at row 12"),
+        (lambda f: edit_manifest(f, lambda m: m.update(rows=40)), r"the shards hold 25 rows, but the manifest says 40"),
+        (lambda f: edit_manifest(f, lambda m: m.pop("shards")), r"manifest\.json: shards is missing"),
+        (lambda f: edit_manifest(f, lambda m: m.update(dim="384")), r"dim is str '384', not int"),
+        (lambda f: edit_manifest(f, lambda m: m.update(shards="abc")), r"shards is str 'abc', not list"),
+        (lambda f: edit_manifest(f, lambda m: m["shards"][0].update(file="../x.npy")), r"'\.\./x\.npy' is not a file"),
+        (lambda f: edit_manifest(f, lambda m: m["shards"][0].update(ids="/etc/hostname")), r"is not a file inside"),
+    ],
+)
+def test_a_folder_that_disagrees_with_its_manifest_is_refused_by_name(folder, tamper, message):
+    tamper(folder)
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as refused:
+        read_vectors(folder).ids()
+    assert "allow_pickle" not in str(refused.value)
+
+
+def test_a_shard_linked_from_outside_the_folder_is_refused(folder, tmp_path):
+    outside = tmp_path / "outside.npy"
+    (folder / "shard-00000.npy").rename(outside)
+    (folder / "shard-00000.npy").symlink_to(outside)
+    with pytest.raises(ValueError, match=r"'shard-00000\.npy' is not a file inside"):
+        read_vectors(folder)
+
+
+def test_resume_refuses_a_folder_whose_counted_shard_is_gone(folder, encoder, tmp_path):
+    from minibert.corpus.shards import Source, embed_to_folder
+
+    manifest = read_manifest(folder)
+    edit_manifest(folder, lambda m: m.update(complete=False))
+    (folder / "shard-00002.npy").unlink()
+    with pytest.raises(FileNotFoundError, match=r"shard-00002\.npy: shard missing"):
+        embed_to_folder(
+            encoder,
+            Source(str(tmp_path / "in.txt")),
+            folder,
+            settings=manifest["settings"],
+            model=manifest["model"],
+            chunk_size=10,
+            resume=True,
+        )
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        True,
+        False,
+        np.True_,
+        (slice(None), slice(None, 5)),
+        ([0, 12, 24], 3),
+        (-1, slice(None, 3)),
+        (Ellipsis, 0),
+        np.arange(25) % 3 == 0,
+        [[0, 1], [23, 24]],
+        (slice(2, 20, 5), [0, 383]),
+        None,
+        (3, 7),
+        slice(-4, None),
+    ],
+)
+def test_indexing_follows_numpys_rules(folder, index):
+    vectors = read_vectors(folder)
+    whole = np.asarray(vectors)
+    assert vectors.shape == whole.shape == (25, 384) and vectors.dtype == whole.dtype == np.float32
+    np.testing.assert_array_equal(vectors[index], whole[index])

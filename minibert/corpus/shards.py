@@ -245,6 +245,8 @@ def run_record(encoder, folder, *, pooling=None, normalize=None, max_length=None
 
 
 def read_manifest(folder) -> dict:
+    """A folder's manifest, checked: every key the format needs, of its type, and shards that follow on from
+    each other (each starting where the one before ended) and add up to the rows it claims."""
     path = Path(folder) / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -254,7 +256,99 @@ def read_manifest(folder) -> dict:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not a {FORMAT} manifest")
+    _check_keys(manifest, MANIFEST_KEYS, path, "")
+    if manifest["dim"] < 1:
+        raise ValueError(f"{path}: dim must be positive, got {manifest['dim']}")
+    rows = 0
+    for i, shard in enumerate(manifest["shards"]):
+        if not isinstance(shard, dict):
+            raise ValueError(f"{path}: shards[{i}] is {type(shard).__name__}, not an object")
+        _check_keys(shard, SHARD_KEYS, path, f"shards[{i}].")
+        if shard["start"] != rows or shard["rows"] < 1:
+            raise ValueError(
+                f"{path}: shards[{i}] starts at row {shard['start']} with {shard['rows']} rows, but the shards "
+                f"before it end at row {rows}"
+            )
+        rows += shard["rows"]
+    if rows != manifest["rows"]:
+        raise ValueError(f"{path}: the shards hold {rows} rows, but the manifest says {manifest['rows']}")
     return manifest
+
+
+# The manifest's keys and their types (bool is refused where an int is meant).
+MANIFEST_KEYS = {"model": dict, "settings": dict, "dim": int, "input": dict, "chunk_size": int, "rows": int,
+                 "complete": bool, "shards": list}  # fmt: skip
+SHARD_KEYS = {"file": str, "ids": str, "start": int, "rows": int, "sha256": str}
+
+
+def _check_keys(values: dict, keys: dict, path: Path, prefix: str) -> None:
+    for key, kind in keys.items():
+        if key not in values:
+            raise ValueError(f"{path}: {prefix}{key} is missing")
+        value = values[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{path}: {prefix}{key} is {type(value).__name__} {value!r:.40}, not {kind.__name__}")
+        if kind is int and value < 0:
+            raise ValueError(f"{path}: {prefix}{key} is {value}, a negative count")
+
+
+def shard_path(folder: Path, name: str, manifest_path: Path) -> Path:
+    """`folder / name` for a file a manifest names, refused unless it is a plain file name whose resolved
+    path (through any symlink) stays inside the folder."""
+    bad = name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name
+    path = folder / name
+    if bad or path.resolve().parent != folder.resolve():
+        raise ValueError(f"{manifest_path}: {name!r} is not a file inside {folder}")
+    return path
+
+
+def check_shard(folder: Path, shard: dict, dim: int, manifest_path: Path) -> Path:
+    """A shard's file as its manifest entry describes it (read from its header, not its data): there,
+    float32, C order, (rows, dim), and as long as that says. Returns its path."""
+    path = shard_path(folder, shard["file"], manifest_path)
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in read_header:
+                raise ValueError(f".npy version {version}")
+            shape, fortran, dtype = read_header[version](f)
+            offset = f.tell()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: shard missing, though {manifest_path} counts it as done") from None
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a readable .npy shard ({e})") from None
+    if dtype != np.dtype("<f4") or fortran:
+        raise ValueError(f"{path}: holds {dtype}{' in Fortran order' if fortran else ''}; shards are float32")
+    if shape != (shard["rows"], dim):
+        raise ValueError(f"{path}: shape {shape}, but {manifest_path} says ({shard['rows']}, {dim})")
+    size, expected = path.stat().st_size, offset + shard["rows"] * dim * 4
+    if size != expected:
+        raise ValueError(f"{path}: {size} bytes, but a ({shard['rows']}, {dim}) float32 shard takes {expected}")
+    return path
+
+
+def read_ids(folder: Path, shard: dict, manifest_path: Path) -> list:
+    """A shard's ids: a JSON list, one per row."""
+    path = shard_path(folder, shard["ids"], manifest_path)
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: ids file missing, though {manifest_path} names it") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(ids, list) or len(ids) != shard["rows"]:
+        what = f"{len(ids)} ids" if isinstance(ids, list) else f"a {type(ids).__name__}"
+        raise ValueError(f"{path}: holds {what}, but its shard has {shard['rows']} rows")
+    return ids
+
+
+def check_folder(folder, manifest: dict) -> None:
+    """Every shard and ids file the manifest counts, checked as read_vectors checks them."""
+    folder, path = Path(folder), Path(folder) / MANIFEST
+    for shard in manifest["shards"]:
+        check_shard(folder, shard, manifest["dim"], path)
+        read_ids(folder, shard, path)
 
 
 def embed_to_folder(
@@ -278,6 +372,7 @@ def embed_to_folder(
     fingerprint = source.fingerprint()
     if resume and (folder / MANIFEST).is_file():
         manifest = read_manifest(folder)
+        check_folder(folder, manifest)  # a shard the manifest counts must be there, whole
         for what, recorded, now in (
             ("input", manifest["input"], fingerprint),
             ("model", manifest["model"], model),
@@ -346,26 +441,25 @@ def embed_to_folder(
 
 
 class Vectors:
-    """The shards of a vectors folder as one read-only (rows, dim) array-like, memory-mapped: len, shape,
-    indexing with ints, slices and index arrays, and np.asarray() for a copy in memory."""
+    """The shards of a vectors folder as one read-only (rows, dim) float32 array-like, memory-mapped: len,
+    shape, numpy's indexing (ints, slices, index arrays, masks, and a second index for the columns), and
+    np.asarray() for a copy in memory. Every shard is checked against the manifest when the folder opens."""
 
     def __init__(self, folder, verify: bool = False):
         self.folder = Path(folder)
         self.manifest = read_manifest(folder)
+        manifest_path = self.folder / MANIFEST
         self._parts = []
         for entry in self.manifest["shards"]:
-            path = self.folder / entry["file"]
+            path = check_shard(self.folder, entry, self.manifest["dim"], manifest_path)
+            read_ids(self.folder, entry, manifest_path)
             if verify and _sha256(path) != entry["sha256"]:
                 raise ValueError(f"{path}: sha256 differs from the manifest's: the shard is damaged")
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
-            if array.shape != (entry["rows"], self.manifest["dim"]):
-                raise ValueError(
-                    f"{path}: shape {array.shape}, but the manifest says ({entry['rows']}, {self.manifest['dim']})"
-                )
-            self._parts.append(array)
+            self._parts.append(np.load(path, mmap_mode="r", allow_pickle=False))
         self._ends = np.cumsum([len(p) for p in self._parts])
         self.shape = (int(self._ends[-1]) if len(self._ends) else 0, self.manifest["dim"])
         self.dtype = np.dtype(np.float32)
+        self.ndim = 2
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -373,26 +467,26 @@ class Vectors:
     def ids(self) -> list:
         out = []
         for entry in self.manifest["shards"]:
-            out += json.loads((self.folder / entry["ids"]).read_text(encoding="utf-8"))
+            out += read_ids(self.folder, entry, self.folder / MANIFEST)
         return out
 
     def __getitem__(self, index):
-        if isinstance(index, (int, np.integer)):
-            i = int(index) + (len(self) if index < 0 else 0)
+        rows, columns = (index[0], index[1:]) if isinstance(index, tuple) and index else (index, ())
+        if isinstance(rows, (int, np.integer)) and not isinstance(rows, (bool, np.bool_)):
+            i = int(rows) + (len(self) if rows < 0 else 0)
             if not 0 <= i < len(self):
-                raise IndexError(f"row {index} is outside {len(self)} rows")
+                raise IndexError(f"row {rows} is outside {len(self)} rows")
             part = int(np.searchsorted(self._ends, i, side="right"))
-            return np.asarray(self._parts[part][i - (self._ends[part - 1] if part else 0)])
-        if isinstance(index, slice):
-            rows = np.arange(*index.indices(len(self)))
-        else:
-            rows = np.arange(len(self))[index]  # index arrays and masks, checked by numpy
-        part_of = np.searchsorted(self._ends, rows, side="right")
-        out = np.empty((len(rows), self.shape[1]), np.float32)
+            return np.asarray(self._parts[part][i - (self._ends[part - 1] if part else 0)])[columns]
+        chosen = np.arange(len(self))[rows]  # numpy's rules for slices, arrays, masks, True, None, ...
+        flat = chosen.reshape(-1)
+        part_of = np.searchsorted(self._ends, flat, side="right")
+        out = np.empty((len(flat), self.shape[1]), np.float32)
         for part in np.unique(part_of):
-            chosen = part_of == part
-            out[chosen] = self._parts[part][rows[chosen] - (self._ends[part - 1] if part else 0)]
-        return out
+            mine = part_of == part
+            out[mine] = self._parts[part][flat[mine] - (self._ends[part - 1] if part else 0)]
+        out = out.reshape(*chosen.shape, self.shape[1])
+        return out[(slice(None),) * chosen.ndim + columns] if columns else out
 
     def __array__(self, dtype=None, copy=None):
         whole = np.concatenate(self._parts) if self._parts else np.empty((0, self.shape[1]), np.float32)

@@ -24,11 +24,12 @@ from minibert.commands import (
     run_tokenize,
 )
 from minibert.settings import NUMPY_MAX_TEXTS, POOLINGS
+from minibert.tools.terminal import printable
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        raise UsageError(f"{message} (see --help)", prog=self.prog)
 
 
 EMBED_EXAMPLES = """examples:
@@ -162,11 +163,24 @@ def build_parser() -> argparse.ArgumentParser:
         "stop with its line number (strict, default) or replace the bad bytes with U+FFFD",
     )
     embed.add_argument(
-        "--chunk-size", type=int, default=4096, metavar="N", help="rows per shard with -o DIR/ (default: 4096)"
+        "--chunk-size",
+        type=int,
+        metavar="N",
+        help="rows per shard with -o DIR/ (default: 4096, "
+        "or the recorded run's with --resume); a shard is also written every 30 s",
     )
     embed.add_argument("--resume", action="store_true", help="continue a folder output after its last finished shard")
     embed.add_argument(
-        "--quantize", choices=("int8",), help="int8: faster on CPU, vectors within about 0.99 cosine of float32"
+        "--force",
+        action="store_true",
+        help="start a folder output over, deleting the run recorded there (its manifest, shards and ids; nothing else)",
+    )
+    embed.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="int8: faster on CPU, vectors within about 0.99 cosine "
+        "of float32; calibrates at every start (seconds): `minibert quantize` saves a calibrated "
+        "model once, and --model then loads it without calibrating",
     )
 
     similarity = add(
@@ -225,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         text=True,
     )
     attention.add_argument(
-        "-o", "--output", metavar="HTML", default="attention.html", help="the page to write (default: attention.html)"
+        "-o", "--output", metavar="HTML", help="the page to write (default: attention.html, unless --png alone)"
     )
     attention.add_argument(
         "--png",
@@ -315,8 +329,11 @@ def main(argv=None) -> int:
     # A warning (texts truncated, a head newly initialised) is one line for a person at a terminal.
     warnings.formatwarning = lambda message, category, *rest: f"minibert: warning: {message}\n"
     parser = build_parser()
+    args = None
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # argparse would name the top-level command; the fault is in the subcommand's arguments
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see --help)")
         if args.command is None:
             parser.print_help()
             return 0
@@ -329,18 +346,26 @@ def main(argv=None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell shows for a tool stopped by a closed pipe
     except UsageError as e:
-        print(e, file=sys.stderr)
+        print(f"{e.prog or who(args)}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except (OSError, ValueError, TypeError, ImportError) as e:  # bad paths, checkpoints, inputs: say what, not where
-        print(f"minibert: error: {one_line(e)}", file=sys.stderr)
+        print(f"{who(args)}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # anything else is minibert's fault, still one line for the person at the terminal
-        print(f"minibert: error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
+        print(f"{who(args)}: error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return 1
 
 
+def who(args) -> str:
+    """Every error line starts with the command it comes from: `minibert embed: error: ...`."""
+    command = getattr(args, "command", None)
+    return f"minibert {command}" if command else "minibert"
+
+
 def one_line(error) -> str:
-    text = " ".join(str(error).split())
+    """The error's text on one line, at most 500 characters, with control characters shown escaped (a file
+    name or a tensor name may hold terminal escapes)."""
+    text = printable(" ".join(str(error).split()))
     return text if len(text) <= 500 else text[:497] + "..."

@@ -4,49 +4,59 @@ argparse cannot, call the Python API that owns the work, and print the result; a
 from __future__ import annotations
 
 import json
-import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 from minibert.formats.atomic import check_file_target
 from minibert.settings import NUMPY_MAX_TEXTS, POOLINGS
-from minibert.tools.terminal import display_width, format_matrix, pad
+from minibert.tools.terminal import display_width, format_matrix, pad, printable
 
 
 class UsageError(Exception):
-    """A bad argument or input: one line on stderr, exit code 2."""
+    """A bad argument or input: one line on stderr, exit code 2. `prog` names the command when argparse
+    found the fault, before there is a parsed command to name."""
+
+    def __init__(self, message: str, prog: str | None = None):
+        super().__init__(message)
+        self.prog = prog
 
 
 def run_embed(args) -> None:
     from minibert.corpus import embed
+    from minibert.corpus.shards import Source, input_format
     from minibert.formats.atomic import atomic_open
 
     start = time.perf_counter()
     if args.pooling is not None and args.pooling not in POOLINGS:
-        raise UsageError(f"minibert embed: unknown pooling {args.pooling!r}; choose from {', '.join(POOLINGS)}")
+        raise UsageError(f"unknown pooling {args.pooling!r}; choose from {', '.join(POOLINGS)}")
     for name in ("batch_size", "max_length", "chunk_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise UsageError(f"minibert embed: --{name.replace('_', '-')} must be positive, got {value}")
-    output = Path(args.output) if args.output else None
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    kind, output, fmt = embed.output_target(args.output, args.format)
+    source = Source(
+        args.input, input_format(args.input, args.input_format), args.text_field or "text", args.id_field, args.errors
+    )
     options = {
         "pooling": args.pooling,
         "normalize": False if args.no_normalize else None,
         "batch_size": args.batch_size,
         "max_length": args.max_length,
     }
-    if output is not None and (args.output.endswith(("/", os.sep)) or output.is_dir()):
-        return run_embed_folder(args, output, options, start)
-    if args.resume:
-        raise UsageError("minibert embed: --resume continues a folder of shards: give -o DIR/")
-    fmt = embed.output_format(args.format, output)
+    if kind == "folder":
+        return run_embed_folder(args, source, output, options, start)
+    if args.resume or args.force:
+        raise UsageError(f"--{'resume' if args.resume else 'force'} is for a folder of shards: give -o DIR/")
     if fmt == "npy" and output is None and sys.stdout.isatty():
-        raise UsageError("minibert embed: npy output needs -o FILE (or --format jsonl/tsv for the terminal)")
+        raise UsageError("npy output needs -o FILE (or --format jsonl/tsv for the terminal)")
+    embed.check_input(source)
     if output is not None:
         check_file_target(output)
+        embed.check_not_input(output, source)
     check_device(args.device)
-    texts = embed.read_lines(args.input)
+    texts = embed.read_texts(source)
     encoder = load_encoder(args.model, args.device, args.quantize, args.lowercase)
     # The output is opened before the work, so an unwritable place fails now, and written to a temporary
     # name that becomes `output` only once every byte is on disk (minibert/formats/atomic.py).
@@ -59,17 +69,13 @@ def run_embed(args) -> None:
     )
 
 
-def run_embed_folder(args, output: Path, options: dict, start: float) -> None:
+def run_embed_folder(args, source, output: Path, options: dict, start: float) -> None:
     """embed into a folder of shards, resumable (minibert/corpus/shards.py)."""
     from minibert.corpus import embed
-    from minibert.corpus.shards import Source, count_rows, input_format
+    from minibert.corpus.shards import count_rows, read_manifest
     from minibert.formats.hub import default_model, resolve
 
-    if args.format is not None:
-        raise UsageError("minibert embed: a folder output gets .npy shards and a manifest; --format is for one file")
-    kind = input_format(args.input, args.input_format)
-    source = Source(args.input, kind, args.text_field or "text", args.id_field, args.errors)
-    embed.check_folder_run(source, output, args.resume)
+    embed.check_folder_run(source, output, args.resume, args.force)
     check_device(args.device)
     folder = resolve(args.model) if args.model else default_model()
     encoder = load_encoder(folder, args.device, args.quantize, args.lowercase)
@@ -78,6 +84,19 @@ def run_embed_folder(args, output: Path, options: dict, start: float) -> None:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=count_rows(source), unit="text", desc="Embedding", file=sys.stderr, dynamic_ncols=True)
+    interrupted = []
+
+    def on_interrupt(signum, frame):  # Python's own handler can land in a finaliser, which swallows it
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    def progress(done):
+        if interrupted:  # an interrupt that was swallowed still stops the run, between two chunks
+            raise KeyboardInterrupt
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
     try:
         manifest, stats = embed.embed_folder(
             encoder,
@@ -86,20 +105,56 @@ def run_embed_folder(args, output: Path, options: dict, start: float) -> None:
             folder,
             chunk_size=args.chunk_size,
             resume=args.resume,
-            progress=(lambda done: bar.update(done - bar.n)) if bar else None,
+            force=args.force,
+            progress=progress,
             quantize=args.quantize,
             **options,
         )
-    finally:
+    except KeyboardInterrupt:
         if bar is not None:
             bar.close()
+        kept = read_manifest(output) if (output / "manifest.json").is_file() else {"rows": 0, "shards": []}
+        print(
+            f"minibert embed: interrupted; {output} keeps {rows(kept['rows'])} in {shards(kept)}: run the same "
+            "command with --resume to continue",
+            file=sys.stderr,
+        )
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if bar is not None:
+        bar.close()
     seconds, texts = time.perf_counter() - start, stats.get("texts", 0)
+    if texts == 0 and args.resume:
+        print(
+            f"minibert: {output} was already complete: {rows(manifest['rows'])} in {shards(manifest)}", file=sys.stderr
+        )
+        return
     print(
         f"minibert: embedded {texts} texts ({stats.get('tokens', 0)} tokens, {stats.get('truncated', 0)} truncated) "
-        f"in {seconds:.1f} s, {texts / seconds:.1f} texts/s -> {output} ({manifest['rows']} rows in "
-        f"{len(manifest['shards'])} shards)",
+        f"in {seconds:.1f} s, {texts / seconds:.1f} texts/s -> {output} ({rows(manifest['rows'])} in "
+        f"{shards(manifest)})",
         file=sys.stderr,
     )
+
+
+def rows(n: int) -> str:
+    return f"{n} row{'' if n == 1 else 's'}"
+
+
+def shards(manifest: dict) -> str:
+    n = len(manifest["shards"])
+    return f"{n} shard{'' if n == 1 else 's'}"
+
+
+def check_model_files(output: Path, model) -> None:
+    """An output file may not replace a file of the model folder it is computed from."""
+    from minibert.formats.atomic import check_not_source
+    from minibert.formats.hub import default_model
+
+    folder = Path(model) if model else default_model()
+    if folder.is_dir():
+        check_not_source(output, folder, "a file of the model folder")
 
 
 def check_device(device) -> None:
@@ -110,7 +165,7 @@ def check_device(device) -> None:
     try:
         as_device(device)
     except ValueError as e:
-        raise UsageError(f"minibert: --device: {e}") from None
+        raise UsageError(f"--device: {e}") from None
 
 
 class _stdout:
@@ -149,7 +204,7 @@ def run_tokenize(args) -> None:
     tokenizer = Tokenizer.from_pretrained(args.model or default_model(), lowercase=args.lowercase)
     batch = tokenizer([args.text], None if args.pair is None else [args.pair], truncation=False)
     ids, types = batch["input_ids"][0].tolist(), batch["token_type_ids"][0].tolist()
-    tokens = tokenizer.convert_ids_to_tokens(ids)
+    tokens = [printable(t) for t in tokenizer.convert_ids_to_tokens(ids)]
     width = max(display_width(t) for t in tokens + ["token"])
     print(f"{'#':>4}  {pad('token', width)}  {'id':>6}  type")
     for i, (token, id_, type_) in enumerate(zip(tokens, ids, types)):
@@ -169,22 +224,24 @@ def run_attention(args) -> None:
     from minibert.tools.explorer import attention_html, attention_maps, write_png_heatmaps
     from minibert.tools.trace import one_text
 
-    output = Path(args.output)
-    check_file_target(output)
+    # the page goes to -o, or to attention.html unless only --png was asked for
+    output = Path(args.output or "attention.html") if args.output or not args.png else None
+    if output is not None:
+        check_file_target(output)
+        check_model_files(output, args.model)
     if args.png:
         import importlib.util
 
         if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError("minibert attention: --png needs matplotlib: pip install 'minibert-encoder[viz]'")
+            raise UsageError("--png needs matplotlib: pip install 'minibert-encoder[viz]'")
     folder, model, batch, tokens = one_text(args.model, args.text, args.pair, args.lowercase)
     attentions = attention_maps(model, batch)
     segments = batch["token_type_ids"][0].tolist()
     title = args.text if args.pair is None else f"{args.text} | {args.pair}"
-    write_text(output, attention_html(tokens, attentions, title, segments))
-    print(
-        f"minibert: wrote {output} ({len(tokens)} tokens, {len(attentions)} layers x {attentions[0].shape[0]} heads)",
-        file=sys.stderr,
-    )
+    if output is not None:
+        write_text(output, attention_html(tokens, attentions, title, segments))
+        size = f"{len(tokens)} tokens, {len(attentions)} layers x {attentions[0].shape[0]} heads"
+        print(f"minibert: wrote {output} ({size})", file=sys.stderr)
     if args.png:
         written = write_png_heatmaps(tokens, attentions, args.png, title=Path(str(folder)).name)
         print(f"minibert: wrote {len(written)} heatmaps to {args.png}", file=sys.stderr)
@@ -196,11 +253,12 @@ def run_dump(args) -> None:
 
     output = Path(args.output)
     check_file_target(output)
+    check_model_files(output, args.model)
     texts = list(args.texts) + (embed.read_lines(args.texts_file) if args.texts_file else [])
     if not texts:
-        raise UsageError("minibert dump: give texts, or --texts FILE")
+        raise UsageError("give texts, or --texts FILE")
     if args.pair is not None and len(args.pair) != len(texts):
-        raise UsageError(f"minibert dump: {len(texts)} texts but {len(args.pair)} --pair texts")
+        raise UsageError(f"{len(texts)} texts but {len(args.pair)} --pair texts")
     heads = tuple(dict.fromkeys(args.head or ()))
     tensors, metadata = dump_texts(
         args.model, texts, args.pair, dtype=args.dtype, heads=heads, lowercase=args.lowercase
@@ -234,7 +292,7 @@ def run_parity(args) -> None:
             args.model or default_model(), device=args.device or "cpu", dtype=args.dtype, texts=texts, atol=args.atol
         )
     except ImportError as e:
-        raise UsageError(f"minibert parity: {e}") from None
+        raise UsageError(f"{e}") from None
     print(json.dumps(report, indent=1) if args.json else format_parity(report))
     if not report["ok"]:
         raise SystemExit(1)
@@ -242,11 +300,14 @@ def run_parity(args) -> None:
 
 def run_quantize(args) -> None:
     from minibert.encoder import Encoder
-    from minibert.formats.atomic import check_folder_target
+    from minibert.formats.atomic import check_folder_target, check_not_source
+    from minibert.formats.hub import default_model, resolve
 
     check_folder_target(Path(args.out), args.force)
+    folder = resolve(args.model) if args.model else default_model()
+    check_not_source(args.out, folder, "the model folder", folder=True)
     start = time.perf_counter()
-    encoder = Encoder.from_pretrained(args.model, quantize="int8", lowercase=args.lowercase)
+    encoder = Encoder.from_pretrained(folder, quantize="int8", lowercase=args.lowercase)
     encoder.save_pretrained(args.out, force=args.force)
     print(f"minibert: wrote {args.out}, int8, in {time.perf_counter() - start:.1f} s", file=sys.stderr)
 
@@ -256,17 +317,18 @@ def run_fill_mask(args) -> None:
     from minibert.tokenizer import Tokenizer
 
     if args.top_k < 1:
-        raise UsageError(f"minibert fill-mask: --top-k must be positive, got {args.top_k}")
+        raise UsageError(f"--top-k must be positive, got {args.top_k}")
     folder = args.model
     tokenizer = Tokenizer.from_pretrained(folder, lowercase=args.lowercase)
     masks = tokenizer.tokenize(args.text).count("[MASK]")
     if masks != 1:
-        raise UsageError(f"minibert fill-mask: the text must hold exactly one [MASK], it holds {masks}")
+        raise UsageError(f"the text must hold exactly one [MASK], it holds {masks}")
     model = masked_lm(folder)
     candidates = fill_mask(model, tokenizer, args.text, top_k=args.top_k)
-    width = max(display_width(c["token"]) for c in candidates)
-    for c in candidates:
-        print(f"{pad(c['token'], width)}  {c['score']:.4f}")
+    tokens = [printable(c["token"]) for c in candidates]
+    width = max(display_width(t) for t in tokens)
+    for token, c in zip(tokens, candidates):
+        print(f"{pad(token, width)}  {c['score']:.4f}")
 
 
 def run_convert(args) -> None:

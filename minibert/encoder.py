@@ -150,10 +150,13 @@ class Encoder(EncoderSettings):
         from_pretrained loads it without calibrating, and gives the same vectors on the same machine.
         Built beside `directory` and moved into place whole; a non-empty `directory` needs force=True."""
         from minibert.fast.quantize import Int8Linear, save_int8_model
-        from minibert.formats.atomic import atomic_folder
+        from minibert.formats.atomic import atomic_folder, check_not_source
         from minibert.formats.checkpoint import save_model
         from minibert.formats.sentence_transformers import copy_sentence_transformers_files
 
+        source = getattr(self, "source", None)
+        if source is not None:  # never over the folder the encoder was loaded from: force would delete it
+            check_not_source(directory, source, "the model folder it was loaded from", folder=True)
         quantized = any(isinstance(m, Int8Linear) for m in self.model.modules())
         with atomic_folder(directory, force=force) as tmp:
             if quantized:
@@ -161,7 +164,6 @@ class Encoder(EncoderSettings):
             else:
                 save_model(self.model, tmp)
             self.tokenizer.save(tmp)
-            source = getattr(self, "source", None)
             if source is not None:
                 copy_sentence_transformers_files(source, tmp)
 
@@ -282,7 +284,7 @@ class Encoder(EncoderSettings):
 
                 workers = ThreadPoolExecutor(cores, initializer=torch.set_num_threads, initargs=(1,))
                 results = stack.enter_context(workers).map(embed, batches)
-            for rows, vectors in _progress(results, show_progress, len(batches)):
+            for rows, vectors in _progress(results, show_progress, len(texts)):
                 out[torch.tensor(rows, device=self.device)] = vectors
 
         return (out.cpu().numpy() if convert_to == "numpy" else out), stats
@@ -407,9 +409,14 @@ def _warn_if_slow_bfloat16(model):
             )
 
 
-def _progress(iterable, enabled: bool, total: int):
+def _progress(results, enabled: bool, total: int):
+    """The batches' (rows, vectors) as they come, with one progress bar counting texts where `enabled`."""
     if not enabled:
-        return iterable
+        yield from results
+        return
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc="Encoding", unit="batch", total=total, file=sys.stderr)
+    with tqdm(desc="Encoding", unit="text", total=total, file=sys.stderr) as bar:
+        for rows, vectors in results:
+            yield rows, vectors
+            bar.update(len(rows))

@@ -159,6 +159,7 @@ def test_ctrl_c_exits_130_and_keeps_finished_shards(tmp_path):
     code, err = finish(process)
     assert code == 130, err
     assert "Traceback" not in err
+    assert f"interrupted; {out} keeps " in err and "run the same command with --resume to continue" in err
     manifest = read_manifest(out)
     assert 0 < manifest["rows"] < 600 and not manifest["complete"]
     code, err = finish(embed(source, "-o", f"{out}/", "--chunk-size", 20, "--batch-size", 8, "--resume"))
@@ -359,3 +360,73 @@ def test_indexing_follows_numpys_rules(folder, index):
     whole = np.asarray(vectors)
     assert vectors.shape == whole.shape == (25, 384) and vectors.dtype == whole.dtype == np.float32
     np.testing.assert_array_equal(vectors[index], whole[index])
+
+
+def run_main(capsys, *args):
+    from minibert.cli import main
+
+    code = main(["embed", *map(str, args)])
+    return code, capsys.readouterr().err
+
+
+def test_resume_takes_the_recorded_chunk_size_and_says_when_already_complete(tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("\n".join(corpus(12)) + "\n")
+    out = f"{tmp_path / 'v'}/"
+    code, err = run_main(capsys, tmp_path / "in.txt", "-o", out, "--chunk-size", 12)
+    assert code == 0 and err.rstrip().endswith("(12 rows in 1 shard)"), err
+    code, err = run_main(capsys, tmp_path / "in.txt", "-o", out, "--resume")  # no --chunk-size repeated
+    assert code == 0 and err.strip() == f"minibert: {tmp_path / 'v'} was already complete: 12 rows in 1 shard", err
+
+
+def test_force_starts_a_folder_over_but_deletes_only_a_runs_files(tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("\n".join(corpus(12)) + "\n")
+    out = tmp_path / "v"
+    assert run_main(capsys, tmp_path / "in.txt", "-o", f"{out}/", "--chunk-size", 5)[0] == 0
+    with open(tmp_path / "in.txt", "a") as f:
+        f.write("one more\n")
+    code, err = run_main(capsys, tmp_path / "in.txt", "-o", f"{out}/", "--resume")
+    assert code == 2 and "start over with --force" in err
+    code, err = run_main(capsys, tmp_path / "in.txt", "-o", f"{out}/", "--force", "--chunk-size", 10)
+    assert code == 0, err
+    assert read_vectors(out).shape == (13, 384) and len(read_manifest(out)["shards"]) == 2
+    (out / "notes.txt").write_text("mine")
+    code, err = run_main(capsys, tmp_path / "in.txt", "-o", f"{out}/", "--force")
+    assert code == 2 and "holds files that are not a minibert run's (notes.txt" in err
+    assert (out / "notes.txt").read_text() == "mine" and read_vectors(out).shape == (13, 384)
+
+
+def test_a_bad_max_length_is_refused_before_anything_is_written(tmp_path, capsys):
+    (tmp_path / "in.txt").write_text("one\n")
+    code, err = run_main(capsys, tmp_path / "in.txt", "-o", f"{tmp_path / 'v'}/", "--max-length", 100000)
+    assert code == 2 and "max_length must be an integer from 2" in err
+    assert not (tmp_path / "v").exists() or not any((tmp_path / "v").iterdir())
+
+
+def test_an_id_column_that_cannot_be_recorded_is_refused_before_a_shard(tmp_path, capsys):
+    pa = pytest.importorskip("pyarrow", reason="the parquet extra (pyarrow) is not installed")
+    import datetime
+
+    import pyarrow.parquet as pq
+
+    days = [datetime.datetime(2026, 1, 1) + datetime.timedelta(days=i) for i in range(6)]
+    pq.write_table(pa.table({"text": corpus(6), "when": days}), tmp_path / "in.parquet")
+    code, err = run_main(capsys, tmp_path / "in.parquet", "--id-field", "when", "-o", f"{tmp_path / 'v'}/")
+    assert code == 2 and "row 0: column 'when' is datetime; ids must be strings or numbers" in err
+    assert not list((tmp_path / "v").glob("shard-*"))
+
+
+def test_shards_are_written_by_time_too_and_a_resume_batches_alike(tmp_path, encoder, monkeypatch):
+    """A small run checkpoints as it goes: with a shard every 0 s, each encode chunk is a shard of its own,
+    and the rows still equal one encode of the whole input."""
+    from minibert.corpus import shards
+    from minibert.corpus.shards import Source, embed_to_folder, run_record
+
+    monkeypatch.setattr(shards, "ENCODE_ROWS", 8)
+    texts = corpus(27, seed=5)
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    settings, model = run_record(encoder, encoder_folder(encoder))
+    manifest = embed_to_folder(
+        encoder, Source(str(tmp_path / "in.txt")), tmp_path / "v", settings=settings, model=model, shard_seconds=0.0
+    )
+    assert [s["rows"] for s in manifest["shards"]] == [8, 8, 8, 3] and manifest["chunk_size"] == 4096
+    np.testing.assert_allclose(np.asarray(read_vectors(tmp_path / "v")), encoder.encode(texts), atol=1e-6, rtol=0)

@@ -46,6 +46,6 @@ def test_parity_without_transformers_says_how_to_get_it():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.decode().strip() == (
-        "minibert parity: minibert parity compares against Hugging Face "
+        "minibert parity: error: minibert parity compares against Hugging Face "
         "transformers, which is not installed: pip install transformers"
     )

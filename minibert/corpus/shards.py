@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +129,11 @@ class Source:
             ids = batch.column(self.id_field).to_pylist() if self.id_field else range(row, row + len(texts))
             for id_, text in zip(ids, texts):
                 if row >= skip:
+                    if not isinstance(id_, (str, int, float, bool, type(None))):  # what an ids file can hold
+                        raise ValueError(
+                            f"{self.path}: row {row}: column {self.id_field!r} is {type(id_).__name__}; ids must "
+                            "be strings or numbers (cast the column, e.g. to string, first)"
+                        )
                     if not isinstance(text, str):
                         raise ValueError(
                             f"{self.path}: row {row}: column {self.text_field!r} is {type(text).__name__}, not a string"
@@ -276,8 +283,16 @@ def read_manifest(folder) -> dict:
 
 
 # The manifest's keys and their types (bool is refused where an int is meant).
-MANIFEST_KEYS = {"model": dict, "settings": dict, "dim": int, "input": dict, "chunk_size": int, "rows": int,
-                 "complete": bool, "shards": list}  # fmt: skip
+MANIFEST_KEYS = {
+    "model": dict,
+    "settings": dict,
+    "dim": int,
+    "input": dict,
+    "chunk_size": int,
+    "rows": int,
+    "complete": bool,
+    "shards": list,
+}
 SHARD_KEYS = {"file": str, "ids": str, "start": int, "rows": int, "sha256": str}
 
 
@@ -351,6 +366,10 @@ def check_folder(folder, manifest: dict) -> None:
         read_ids(folder, shard, path)
 
 
+ENCODE_ROWS = 512  # texts per encode call at most: shards are cut only between such chunks
+SHARD_SECONDS = 30.0  # a shard is written at least this often, so that a kill keeps a small run's work too
+
+
 def embed_to_folder(
     encoder,
     source: Source,
@@ -358,21 +377,29 @@ def embed_to_folder(
     *,
     settings: dict,
     model: dict,
-    chunk_size: int = 4096,
+    chunk_size: int | None = None,
     resume: bool = False,
+    force: bool = False,
     progress=None,
     stats: dict | None = None,
+    shard_seconds: float = SHARD_SECONDS,
 ) -> dict:
-    """Embed `source` into `folder`, one shard per `chunk_size` rows; returns the final manifest.
+    """Embed `source` into `folder` as shards of at most `chunk_size` rows (4096 unless given; on resume the
+    recorded size), each written within about `shard_seconds` of the last; returns the final manifest.
 
     `settings`: encode's options (pooling, normalize, max_length, batch_size) and the model's dtype and
-    quantization, recorded and compared on resume; `model`: {"folder", "weights_sha256"}.
-    `progress(rows_done)` is called after each shard."""
+    quantization, recorded and compared on resume; `model`: {"folder", "weights_sha256"}. `force` starts
+    over in a folder that holds a run (its manifest, shards and ids files go; anything else is refused).
+    `progress(rows_done)` is called as rows are embedded.
+
+    Texts are encoded in chunks of min(chunk_size, ENCODE_ROWS) rows counted from the first row, and shards
+    are cut only between chunks, so a resumed run batches every text exactly as an uninterrupted one."""
     folder = Path(folder)
     fingerprint = source.fingerprint()
     if resume and (folder / MANIFEST).is_file():
         manifest = read_manifest(folder)
         check_folder(folder, manifest)  # a shard the manifest counts must be there, whole
+        chunk_size = manifest["chunk_size"] if chunk_size is None else chunk_size
         for what, recorded, now in (
             ("input", manifest["input"], fingerprint),
             ("model", manifest["model"], model),
@@ -387,11 +414,14 @@ def embed_to_folder(
                 )
                 raise ResumeError(
                     f"{folder}: cannot resume: the {what} changed since the recorded run "
-                    f"({', '.join(sorted(map(str, changed)))}); embed into a new folder"
+                    f"({', '.join(sorted(map(str, changed)))}); embed into a new folder, or start over with --force"
                 )
         if source.path == "-":
             raise ResumeError("cannot resume from stdin: the rows already embedded cannot be skipped reliably")
     else:
+        chunk_size = 4096 if chunk_size is None else chunk_size
+        if force:
+            clear_run(folder)
         if folder.is_dir() and any(folder.iterdir()):
             raise FileExistsError(f"{folder} is not empty; choose a new folder, or --resume a run recorded there")
         folder.mkdir(parents=True, exist_ok=True)
@@ -420,8 +450,11 @@ def embed_to_folder(
             ids.append(id_)
             yield text
 
-    stats = {} if stats is None else stats
-    for _, vectors in encoder.encode_stream(texts(), chunk_size=chunk_size, stats=stats, **options):
+    pending, started = [], time.monotonic()
+
+    def write_shard():
+        nonlocal done, started
+        vectors = np.concatenate(pending) if len(pending) > 1 else pending[0]
         index = len(manifest["shards"])
         shard, id_file = folder / f"shard-{index:05d}.npy", folder / f"shard-{index:05d}.ids.json"
         chunk_ids, ids[:] = ids[: len(vectors)], ids[len(vectors) :]
@@ -433,11 +466,45 @@ def embed_to_folder(
         done += len(vectors)
         manifest["rows"] = done
         _write_json(folder / MANIFEST, manifest)  # only now is the shard counted
+        pending.clear()
+        started = time.monotonic()
+
+    stats = {} if stats is None else stats
+    encode_rows = min(chunk_size, ENCODE_ROWS)
+    for _, vectors in encoder.encode_stream(
+        texts(), chunk_size=encode_rows, stats=stats, show_progress=False, **options
+    ):
+        pending.append(vectors)
+        held = sum(len(v) for v in pending)
+        if held >= chunk_size or time.monotonic() - started >= shard_seconds:
+            write_shard()
         if progress is not None:
-            progress(done)
+            progress(done + sum(len(v) for v in pending))
+    if pending:
+        write_shard()
     manifest["complete"] = True
     _write_json(folder / MANIFEST, manifest)
     return manifest
+
+
+RUN_FILE = re.compile(r"shard-\d{5}(\.ids\.json|\.npy)|manifest\.json")
+
+
+def clear_run(folder: Path) -> None:
+    """Delete a recorded run from `folder` (its manifest, shards and ids files, and the temporary files of
+    an interrupted write), refusing a folder that holds anything else: --force never deletes other files."""
+    if not folder.is_dir():
+        return
+    files = list(folder.iterdir())
+    # a run's files, and the temporary names minibert/formats/atomic.py writes them under (.NAME.XXXX.tmp)
+    others = [f.name for f in files if not RUN_FILE.fullmatch(re.sub(r"^\.(.+)\.[^.]+\.tmp$", r"\1", f.name))]
+    if others:
+        raise FileExistsError(
+            f"{folder} holds files that are not a minibert run's ({others[0]}, ...); "
+            "--force deletes only a run's own files: choose a new folder"
+        )
+    for f in files:
+        f.unlink()
 
 
 class Vectors:

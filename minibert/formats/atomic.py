@@ -4,6 +4,10 @@ Every file minibert writes goes to a temporary name in the same folder, is flush
 then renamed over the final name; a crash, a kill or a full disk leaves the old file or the new one,
 never a half-written file that looks finished. A folder (`minibert convert`) is built the same way:
 in a temporary sibling, then moved into place.
+
+Written where the user meant: a symlink is followed, and the file it points to is replaced (atomically,
+beside it) while the link stays; a FIFO, a device or a socket is written as it is, since renaming a file
+over it would replace the special file instead. And never over its own input (`check_not_source`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ def atomic_path(path, mode: int = 0o666):
     on success it is fsynced and renamed to `path` with normal permissions (`mode` less the umask). On an
     exception the temporary file is removed and `path` is left as it was."""
     path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))  # the link's target is the file meant; the link itself stays
+    if path.exists() and not path.is_file() and not path.is_dir():  # a FIFO, /dev/stdout, ...: written in place
+        yield path
+        return
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -84,6 +93,16 @@ def check_file_target(output) -> None:
         raise ValueError(f"cannot write {output}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {output}: folder {folder} is not writable")
+
+
+def check_not_source(output, source, what: str = "the source", folder: bool = False) -> None:
+    """Refuse to write `output` over its own input `source` (symlinks resolved). A `folder` output may
+    neither be the source, nor hold it, nor lie inside it (replacing it would delete the source, or
+    files inside it); a file output may not replace the source file or a file in the source folder."""
+    out, src = Path(output).resolve(), Path(source).resolve()
+    overlap = out == src or out in src.parents if folder else out == src
+    if overlap or src in out.parents and (folder or out.exists()):
+        raise ValueError(f"{output} would overwrite {what} {source}; write somewhere else")
 
 
 def check_folder_target(path, force: bool = False) -> None:

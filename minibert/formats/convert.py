@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minibert.formats.atomic import atomic_folder, check_folder_target
+from minibert.formats.atomic import atomic_folder, check_folder_target, check_not_source
 from minibert.formats.checkpoint import encoder_weights, read_checkpoint, save_safetensors
 from minibert.formats.errors import CheckpointError
 from minibert.formats.names import HEAD_PREFIXES, normalize_key
@@ -29,8 +29,7 @@ def convert(src, out, *, lowercase: bool | None = None, force: bool = False) -> 
     out = Path(out)
     check_folder_target(out, force)
     folder, config, tensors, origin = read_checkpoint(src)
-    if out.resolve() == folder.resolve():
-        raise ValueError(f"the output folder {out} is the source folder; choose another")
+    check_not_source(out, folder, "the source checkpoint", folder=True)
     encoder_weights(tensors, origin, config)  # every encoder weight there, with the config's shapes
     tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
     tokenizer.model_max_length = max_length_for(tokenizer, config)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from minibert.tools.steps import real_positions, step_inputs
+from minibert.tools.terminal import printable
 
 
 @dataclass
@@ -169,4 +170,4 @@ def format_report(report: Report) -> str:
         lines.append(f"{failing} of {len(report.rows)} tensors disagree or are missing")
     if report.only_in_candidate:
         lines.append(f"only in the candidate (not compared): {', '.join(report.only_in_candidate[:5])}")
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # tensor names come from the files

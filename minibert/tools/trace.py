@@ -223,17 +223,17 @@ def format_report(report: dict) -> str:
     """`report` as the text `minibert inspect` prints."""
     import math
 
-    from minibert.tools.terminal import display_width, pad
+    from minibert.tools.terminal import display_width, pad, printable
 
-    c, tokens = report["config"], [row["token"] for row in report["tokens"]]
+    c, tokens = report["config"], [printable(row["token"]) for row in report["tokens"]]
     lines = [
-        f"model {report['model']}: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
+        f"model {printable(report['model'])}: {c['num_hidden_layers']} layers, hidden {c['hidden_size']}, "
         f"{c['num_attention_heads']} heads, intermediate {c['intermediate_size']}, vocabulary {c['vocab_size']}"
     ]
     width = max(display_width(t) for t in tokens + ["token"])
     lines.append(f"\n{'#':>4}  {pad('token', width)}  {'id':>6}  segment")
-    for i, row in enumerate(report["tokens"]):
-        lines.append(f"{i:>4}  {pad(row['token'], width)}  {row['id']:>6}  {row['segment']:>7}")
+    for i, (token, row) in enumerate(zip(tokens, report["tokens"])):
+        lines.append(f"{i:>4}  {pad(token, width)}  {row['id']:>6}  {row['segment']:>7}")
     name_width = max(len(s["name"]) for s in report["steps"])
     lines.append(f"\n{'step':<{name_width}}  {'shape':<16} {'mean':>9} {'std':>9} {'min':>9} {'max':>9} {'norm':>9}")
     for s in report["steps"]:
@@ -248,7 +248,7 @@ def format_report(report: dict) -> str:
     )
     for i, a in enumerate(report["attention"]):
         entropies = " ".join(f"{e:.2f}" for e in a["entropy"])
-        top = ", ".join(f"{t} {w:.2f}" for t, w in a["cls_attends_to"])
+        top = ", ".join(f"{printable(t)} {w:.2f}" for t, w in a["cls_attends_to"])
         lines.append(f"  layer {i:>2}: {entropies}   [CLS] -> {top}")
     norms, cosines = report["vectors"]["norms"], report["vectors"]["cosines"]
     lines.append(

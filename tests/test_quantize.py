@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minibert import Encoder
+from minibert import BertForPreTraining, BertModel, CheckpointError, Encoder
 from minibert.fast.quantize import Int8Linear, calibration_texts, int8_available
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="this torch build has no oneDNN int8 kernel")
@@ -117,9 +117,10 @@ def test_an_int8_model_saved_once_loads_without_calibration_and_gives_the_same_v
     in_memory = Encoder.from_pretrained(minilm_dir, quantize="int8")
     in_memory.save_pretrained(tmp_path / "int8")
     files = sorted(p.name for p in (tmp_path / "int8").iterdir())
-    assert {"config.json", "model.safetensors", "modules.json", "1_Pooling", "tokenizer.json"} <= set(files)
+    assert {"config.json", "model.int8.safetensors", "modules.json", "1_Pooling", "tokenizer.json"} <= set(files)
+    assert "model.safetensors" not in files  # a name transformers would load as float weights
     config = json.loads((tmp_path / "int8" / "config.json").read_text())
-    assert config["quantization"]["method"] == "minibert-int8"
+    assert config["quantization"]["method"] == "minibert-int8" and config["architectures"] == ["MinibertInt8Model"]
 
     def no_calibration(*args, **kwargs):
         raise AssertionError("a saved int8 model must not be calibrated again")
@@ -181,3 +182,81 @@ def test_quantize_command(minilm_dir, tmp_path):
     assert out.returncode == 0, out.stderr
     expected = Encoder.from_pretrained(tmp_path / "q").encode(TEXTS[:4])
     np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), expected)
+
+
+# --- a saved int8 folder is checked like a float one, and mistaken for one by nothing ---------------------
+
+
+@pytest.fixture(scope="module")
+def int8_folder(minilm_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int8") / "model"
+    Encoder.from_pretrained(minilm_dir, quantize="int8").save_pretrained(folder)
+    return folder
+
+
+def _tampered(int8_folder, tmp_path, change_tensors=None, change_config=None):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "tampered"
+    shutil.copytree(int8_folder, folder)
+    if change_tensors:
+        tensors = load_file(folder / "model.int8.safetensors")
+        change_tensors(tensors)
+        save_file(tensors, folder / "model.int8.safetensors")
+    if change_config:
+        config = json.loads((folder / "config.json").read_text())
+        change_config(config)
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+SCALE = "encoder.layer.2.attention.self.key.weight_scale"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda t: t[SCALE].neg_(), rf"{SCALE} holds -[0-9.e-]+; scales must be finite and positive"),
+        (lambda t: t[SCALE].zero_(), rf"{SCALE} holds 0\.0; scales must be finite and positive"),
+        (lambda t: t[SCALE].__setitem__(3, float("nan")), rf"{SCALE} holds nan"),
+        (lambda t: t.__setitem__(SCALE, t[SCALE][:100]), rf"{SCALE} has shape \(100,\); the weight needs \(384,\)"),
+        (lambda t: t.__setitem__(SCALE, t[SCALE].to(torch.int32)), rf"{SCALE} has dtype torch.int32; scales are"),
+        (
+            lambda t: t.pop("encoder.layer.0.output.dense.input_scale"),
+            r"layer 'encoder\.layer\.0\.output\.dense' lacks",
+        ),
+    ],
+)
+def test_a_tampered_int8_folder_is_refused_by_key(int8_folder, tmp_path, change, message):
+    with pytest.raises(CheckpointError, match=message):
+        Encoder.from_pretrained(_tampered(int8_folder, tmp_path, change_tensors=change))
+
+
+@pytest.mark.parametrize("weight_max", [255, "127", None, True])
+def test_a_tampered_int8_config_is_refused_by_key(int8_folder, tmp_path, weight_max):
+    folder = _tampered(int8_folder, tmp_path, change_config=lambda c: c["quantization"].update(weight_max=weight_max))
+    with pytest.raises(CheckpointError, match=r"quantization\.weight_max is .*; it must be 63 or 127"):
+        Encoder.from_pretrained(folder)
+
+
+def test_an_int8_folder_is_not_mistaken_for_a_float_checkpoint(int8_folder, capsys):
+    import transformers
+
+    with pytest.raises(OSError, match="model.safetensors|pytorch_model.bin"):
+        transformers.BertModel.from_pretrained(int8_folder)
+    for load in (BertModel.from_pretrained, BertForPreTraining.from_pretrained):
+        with pytest.raises(CheckpointError, match="holds an int8 model .* load it with Encoder.from_pretrained"):
+            load(int8_folder)
+    from minibert.cli import main
+
+    for command in (
+        ["inspect", "hi"],
+        ["dump", "hi", "-o", str(int8_folder.parent / "d.safetensors")],
+        ["parity"],
+        ["convert", str(int8_folder), str(int8_folder.parent / "c")],
+    ):
+        args = command[:1] + ["--model", str(int8_folder)] + command[1:] if command[0] != "convert" else command
+        assert main(args) == 2
+        assert "holds an int8 model" in capsys.readouterr().err, command

@@ -258,7 +258,7 @@ def int8_state_dict(model: BertModel) -> tuple[dict[str, torch.Tensor], dict]:
 
 
 def save_int8_model(model: BertModel, folder) -> None:
-    """Write a quantized BertModel's config.json (with its quantization entry) and model.safetensors into
+    """Write a quantized BertModel's config.json (with its quantization entry) and its weights into
     `folder`, in the format of minibert/formats/int8.py."""
     from pathlib import Path
 
@@ -266,8 +266,8 @@ def save_int8_model(model: BertModel, folder) -> None:
     from minibert.formats.checkpoint import save_safetensors
 
     state, entry = int8_state_dict(model)
-    model.config.save_json(Path(folder) / "config.json", **{int8.CONFIG_KEY: entry})
-    save_safetensors(state, Path(folder) / "model.safetensors")
+    model.config.save_json(Path(folder) / "config.json", int8.ARCHITECTURE, **{int8.CONFIG_KEY: entry})
+    save_safetensors(state, Path(folder) / int8.WEIGHTS)
 
 
 def load_int8_model(folder) -> BertModel:
@@ -276,14 +276,16 @@ def load_int8_model(folder) -> BertModel:
     from pathlib import Path
 
     from minibert.formats import int8
-    from minibert.formats.checkpoint import build_model, encoder_weights, read_config, read_state_dict
+    from minibert.formats.checkpoint import build_model, encoder_weights, read_config, read_safetensors
     from minibert.formats.errors import CheckpointError
     from minibert.formats.names import to_hf_name
 
     folder = Path(folder)
     entry = int8.read_entry(folder)
     config = read_config(folder)
-    tensors, origin = read_state_dict(folder)
+    path = int8.weights_file(folder)
+    tensors = read_safetensors(path)
+    origin = dict.fromkeys(tensors, path)
     floats, saved = int8.split_layers(tensors, origin)
     state, _ = encoder_weights(floats, origin, config)
     model = build_model(config, state)

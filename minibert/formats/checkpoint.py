@@ -22,6 +22,7 @@ from torch.overrides import TorchFunctionMode
 from minibert.config import BertConfig
 from minibert.formats.errors import CheckpointError
 from minibert.formats.hub import resolve
+from minibert.formats.int8 import is_int8_folder
 from minibert.formats.names import HEAD_MAP, hf_name, is_ignored, normalize_key, to_hf_name, to_minibert_name
 from minibert.model import BertModel
 from minibert.settings import as_device, as_dtype
@@ -59,7 +60,7 @@ def read_state_dict(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Pa
         files = _shards(path, weight_map) if weight_map is not None else [path]
         tensors, origin = {}, {}
         for file in files:
-            part = _read_safetensors(file) if file.suffix == ".safetensors" else _read_torch_bin(file)
+            part = read_safetensors(file) if file.suffix == ".safetensors" else _read_torch_bin(file)
             for key, t in part.items():
                 if key in tensors:
                     raise CheckpointError(f"{file}: key {key!r} is also in {origin[key]}")
@@ -122,7 +123,7 @@ def _shards(index_path: Path, weight_map: dict[str, str]) -> list[Path]:
     return [index_path.parent / f for f in files]
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import safe_open
 
     try:
@@ -271,9 +272,20 @@ def _layer_hint(key: str, config: BertConfig) -> str:
     return ""
 
 
+def refuse_int8(folder: Path) -> None:
+    """A saved int8 folder is no float checkpoint: say so, and what loads it, rather than fail on its keys."""
+    if is_int8_folder(folder):
+        raise CheckpointError(
+            f"{folder} holds an int8 model (saved by minibert quantize or an int8 Encoder): load it with "
+            "Encoder.from_pretrained or `minibert embed --model`; BertModel, the heads, convert, parity, inspect "
+            "and dump need the float model it was quantized from"
+        )
+
+
 def read_checkpoint(name_or_path, *, revision=None, local_files_only=False):
     """folder, config, every tensor, and the file each came from, for a folder or Hub id."""
     folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
+    refuse_int8(folder)
     return (folder, read_config(folder), *read_state_dict(folder))
 
 

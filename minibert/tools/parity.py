@@ -52,7 +52,7 @@ def _rows(ours, ref, keep) -> dict[str, float]:
 def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=None, atol=None) -> dict:
     """The comparison as a dict: rows (output -> {eager, sdpa} max abs diff, and in half precision the
     reference's own error), pass/fail per row, the first row beyond tolerance and the largest jump."""
-    from minibert.formats.checkpoint import load_model, read_config, read_state_dict
+    from minibert.formats.checkpoint import load_model, read_config, read_state_dict, refuse_int8
     from minibert.formats.convert import convert
     from minibert.formats.hub import resolve
     from minibert.heads import BertForPreTraining
@@ -65,6 +65,7 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
     device, dtype = as_device(device), as_dtype(dtype)
     atol = atol if atol is not None else (1e-5 if dtype in (torch.float32, torch.float64) else 1e-3)
     folder = resolve(name_or_path)
+    refuse_int8(folder)
     texts = texts or DEFAULT_TEXTS
     pairs = pairs if pairs is not None else (DEFAULT_PAIRS if texts is DEFAULT_TEXTS else None)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

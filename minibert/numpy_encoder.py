@@ -122,8 +122,13 @@ def numpy_can_load(folder) -> bool:
 
 
 def check_weights(weights: dict, config: BertConfig, path) -> None:
-    """Refuse a missing, misshapen or non-finite weight by name, rather than compute with it."""
-    for key, shape in hf_shapes(config, pooler="pooler.dense.weight" in weights).items():
+    """Refuse a missing, misshapen, non-finite or unknown weight by name, rather than compute with it (or
+    leave a checkpoint's weight unused), as the torch loader does."""
+    shapes = hf_shapes(config, pooler="pooler.dense.weight" in weights)
+    unknown = [key for key in weights if key not in shapes]
+    if unknown:
+        raise ValueError(f"{path}: unexpected key {unknown[0]!r}")
+    for key, shape in shapes.items():
         if key not in weights:
             raise ValueError(f"{path}: weight {key!r} is missing")
         if weights[key].shape != shape:

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from minibert import Encoder
+from minibert import CheckpointError, Encoder
 from minibert.numpy_encoder import NumpyEncoder
 
 TEXTS = [
@@ -148,3 +148,56 @@ def test_what_the_numpy_backend_cannot_run_is_refused(minilm_dir, tmp_path):
     (gelu_new / "config.json").write_text(json.dumps({**config, "hidden_act": "gelu_new"}))
     with pytest.raises(ValueError, match="not hidden_act 'gelu_new'"):
         NumpyEncoder.from_pretrained(gelu_new)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda t: t.__setitem__("pooler.dense.weight", t["pooler.dense.weight"].astype(np.int32)),
+            r"'pooler\.dense\.weight' has dtype int32; expected floating point",
+        ),
+        (
+            lambda t: t.__setitem__("encoder.layer.9.output.dense.bias", np.zeros(384, np.float32)),
+            r"unexpected key 'encoder\.layer\.9\.output\.dense\.bias'",
+        ),
+        (
+            lambda t: t.__setitem__("bert.pooler.dense.bias", t["pooler.dense.bias"]),
+            r"fills 'pooler\.dense\.bias', which another key already filled",
+        ),
+    ],
+)
+def test_the_numpy_backend_refuses_what_the_torch_backend_refuses(minilm_dir, tmp_path, change, message):
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(minilm_dir, folder)
+    tensors = load_file(folder / "model.safetensors")
+    change(tensors)
+    save_file(tensors, folder / "model.safetensors")
+    with pytest.raises(ValueError, match=message):
+        NumpyEncoder.from_pretrained(folder)
+    with pytest.raises((ValueError, CheckpointError)):
+        Encoder.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("value", [2, 0.5, -1, float("nan")])
+def test_the_specification_refuses_mask_values_other_than_0_and_1(value):
+    from minibert.config import BertConfig
+    from minibert.formats.names import hf_shapes
+    from minibert.tools import spec
+
+    config = BertConfig(
+        vocab_size=20,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=12,
+        max_position_embeddings=8,
+    )
+    rng = np.random.default_rng(0)
+    weights = {k: rng.normal(size=s).astype(np.float32) for k, s in hf_shapes(config).items()}
+    with pytest.raises(ValueError, match=f"attention_mask holds {value!r}"):
+        spec.encode(weights, config, np.array([[1, 2, 3]]), np.array([[1, 1, value]]))

@@ -93,7 +93,8 @@ def encode(w, config, input_ids, attention_mask=None, token_type_ids=None):
         token_type_ids = np.zeros_like(input_ids)
     x = embeddings(w, config, input_ids, np.asarray(token_type_ids))
     mask = np.zeros((1, 1, 1, input_ids.shape[1]), dtype=x.dtype)
-    if attention_mask is not None:  # (B, 1, 1, L): the most negative number where a key is padding
+    if attention_mask is not None:
+        check_mask(attention_mask)  # (B, 1, 1, L): the most negative number where a key is padding
         mask = (1 - np.asarray(attention_mask)[:, None, None, :]).astype(x.dtype) * np.finfo(x.dtype).min
     hidden_states, attentions = [x], []
     for i in range(config.num_hidden_layers):
@@ -102,6 +103,18 @@ def encode(w, config, input_ids, attention_mask=None, token_type_ids=None):
         attentions.append(probs)
     pooler = np.tanh(linear(x[:, 0], w, "pooler.dense")) if "pooler.dense.weight" in w else None
     return {"last_hidden_state": x, "pooler_output": pooler, "hidden_states": hidden_states, "attentions": attentions}
+
+
+def check_mask(attention_mask) -> None:
+    """1 marks a real token and 0 padding; any other value would scale the mask into a wrong answer (2 lets
+    padding through, 0.5 half-masks, NaN poisons every output), as BertModel refuses too."""
+    mask = np.asarray(attention_mask)
+    if mask.dtype != bool:
+        bad = (mask != 0) & (mask != 1)
+        if bad.any():
+            raise ValueError(
+                f"attention_mask holds {mask[bad][0].item()!r}; it must be 1 for real tokens and 0 for padding"
+            )
 
 
 def load_weights(folder, dtype=np.float32) -> dict:
@@ -113,6 +126,16 @@ def load_weights(folder, dtype=np.float32) -> dict:
 
     from minibert.formats.names import is_ignored, normalize_key
 
-    tensors = load_file(Path(folder) / "model.safetensors")
-    keys = {key: normalize_key(key) for key in tensors}
-    return {norm: tensors[key].astype(dtype) for key, norm in keys.items() if not is_ignored(norm)}
+    path = Path(folder) / "model.safetensors"
+    tensors = load_file(path)
+    weights = {}
+    for key, t in tensors.items():
+        norm = normalize_key(key)
+        if is_ignored(norm):
+            continue
+        if not np.issubdtype(t.dtype, np.floating):
+            raise ValueError(f"{path}: {key!r} has dtype {t.dtype}; expected floating point")
+        if norm in weights:
+            raise ValueError(f"{path}: {key!r} fills {norm!r}, which another key already filled")
+        weights[norm] = t.astype(dtype)
+    return weights

@@ -277,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("candidate", metavar="CANDIDATE")
     compare.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance (default 1e-5)")
     compare.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance (default 1e-4)")
+    compare.add_argument(
+        "--subset",
+        action="store_true",
+        help="compare only the steps the candidate holds (by default every step of the reference must be there)",
+    )
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
 
     parity = add(

@@ -274,7 +274,7 @@ def run_compare(args) -> None:
 
     reference, _ = read_dump(args.reference)
     candidate, _ = read_dump(args.candidate)
-    report = compare(reference, candidate, atol=args.atol, rtol=args.rtol)
+    report = compare(reference, candidate, atol=args.atol, rtol=args.rtol, subset=args.subset)
     print(json.dumps(report.to_dict(), indent=1) if args.json else format_report(report))
     if not report.ok:
         raise SystemExit(1)

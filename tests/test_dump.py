@@ -210,3 +210,73 @@ def test_dump_and_compare_commands(tmp_path, minilm_dir):
     assert differ.returncode == 1
     report = json.loads(differ.stdout)
     assert report["first_failure"] == "layers.4.ffn.down" and report["agreeing_inputs"] == ["layers.4.ffn.act"]
+
+
+# --- compare agrees only when there is something to agree on -----------------------------------------------
+
+
+def test_a_reference_without_steps_agrees_with_nothing(golden):
+    inputs_only = {k: v for k, v in golden.items() if k.startswith("inputs.")}
+    with pytest.raises(ValueError, match="the reference holds no step tensors"):
+        compare(inputs_only, golden)
+    with pytest.raises(ValueError, match="the candidate holds none of the reference's step tensors"):
+        compare(golden, inputs_only, subset=True)
+
+
+def test_a_complex_candidate_fails(golden):
+    candidate = dict(golden)
+    candidate["layers.0.ffn.up"] = golden["layers.0.ffn.up"].astype(np.complex64)
+    report = compare(golden, candidate)
+    assert not report.ok and report.first_failure == "layers.0.ffn.up"
+    assert "dtype complex64: a step holds real numbers" in format_report(report)
+
+
+def test_the_candidates_inputs_must_be_the_references(golden):
+    candidate = dict(golden)
+    candidate["inputs.input_ids"] = golden["inputs.input_ids"].copy()
+    candidate["inputs.input_ids"][0, 1] += 1
+    report = compare(golden, candidate)
+    assert not report.ok and report.first_failure == "inputs.input_ids"
+    assert "the candidate ran on other inputs" in format_report(report)
+
+
+def test_identical_dumps_holding_infinities_agree(golden):
+    reference = dict(golden)
+    reference["layers.2.attention.masked_scores"] = golden["layers.2.attention.masked_scores"].copy()
+    reference["layers.2.attention.masked_scores"][0, 0, 0, :2] = [np.inf, -np.inf]
+    assert compare(reference, {k: v.copy() for k, v in reference.items()}).ok
+
+
+@pytest.mark.parametrize("atol", [-1.0, float("nan"), float("inf"), 1e308])
+def test_a_tolerance_that_means_nothing_is_refused(golden, atol):
+    with pytest.raises(ValueError, match="atol must be a number from 0 to"):
+        compare(golden, golden, atol=atol)
+
+
+def test_subset_compares_only_what_the_candidate_holds(golden):
+    few = {k: v for k, v in golden.items() if k.startswith(("inputs.", "layers.0.attention"))}
+    assert not compare(golden, few).ok  # by default every step must be there
+    report = compare(golden, few, subset=True)
+    assert report.ok and len(report.not_compared) == len([k for k in golden if not k.startswith("inputs.")]) - 10
+
+
+def test_awkward_candidate_files_get_a_message_naming_them(golden, tmp_path):
+    folder = tmp_path / "port"
+    folder.mkdir()
+    np.save(folder / "layers.0.ffn.up.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"layers\.0\.ffn\.up\.npy: holds Python objects \(a pickle\)") as refused:
+        read_dump(folder)
+    assert "allow_pickle" not in str(refused.value)
+    import torch
+    from safetensors.torch import save_file
+
+    save_file(
+        {"layers.0.ffn.up": torch.tensor([[1.5, -2.25]], dtype=torch.bfloat16)},
+        tmp_path / "bf16.safetensors",
+        metadata={"steps": "not json"},
+    )
+    with pytest.raises(ValueError, match=r"bf16\.safetensors: metadata 'steps' is not a JSON list"):
+        read_dump(tmp_path / "bf16.safetensors")
+    save_file({"layers.0.ffn.up": torch.tensor([[1.5, -2.25]], dtype=torch.bfloat16)}, tmp_path / "ok.safetensors")
+    tensors, _ = read_dump(tmp_path / "ok.safetensors")  # numpy has no bfloat16: read as the float32 it is
+    assert tensors["layers.0.ffn.up"].dtype == np.float32 and tensors["layers.0.ffn.up"].tolist() == [[1.5, -2.25]]

@@ -37,6 +37,7 @@ class Report:
     agreeing_inputs: list[str] = field(default_factory=list)
     diagnosis: list[str] = field(default_factory=list)
     only_in_candidate: list[str] = field(default_factory=list)
+    not_compared: list[str] = field(default_factory=list)  # reference steps left out by `subset`
 
     @property
     def ok(self) -> bool:
@@ -51,6 +52,7 @@ class Report:
             "agreeing_inputs": self.agreeing_inputs,
             "diagnosis": self.diagnosis,
             "only_in_candidate": self.only_in_candidate,
+            "not_compared": self.not_compared,
             "tensors": [
                 {k: (None if isinstance(v, float) and v != v else v) for k, v in r.__dict__.items()} for r in self.rows
             ],
@@ -64,13 +66,30 @@ def real_values(t: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return t[np.broadcast_to(real_positions(t.shape, mask), t.shape)]
 
 
+MAX_TOLERANCE = 1e6
+
+
+def check_tolerance(name: str, value) -> float:
+    """A tolerance is a finite number from 0 to MAX_TOLERANCE: a negative or NaN one fails identical
+    tensors, and a huge one passes anything."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_TOLERANCE:
+        raise ValueError(f"{name} must be a number from 0 to {MAX_TOLERANCE:g}, got {value!r}")
+    return float(value)
+
+
+def _close(ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float) -> bool:
+    """Every value within atol + rtol * |reference|, or equal to it (an infinity equals itself); NaN never."""
+    with np.errstate(all="ignore"):
+        return bool(np.all((cand == ref) | (np.abs(cand - ref) <= atol + rtol * np.abs(ref))))
+
+
 def _differences(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float, float]:
     with np.errstate(all="ignore"):  # a broken port's infinities and NaNs are reported, not warned about
         return _differences_of(ref, cand)
 
 
 def _differences_of(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float, float]:
-    diff = np.abs(cand - ref)
+    diff = np.where(cand == ref, 0.0, np.abs(cand - ref))  # equal infinities differ by nothing
     max_abs = float(diff.max()) if diff.size else 0.0
     max_rel = float((diff / np.maximum(np.abs(ref), 1e-12)).max()) if diff.size else 0.0
     denominator = float(np.linalg.norm(ref) * np.linalg.norm(cand))
@@ -78,18 +97,42 @@ def _differences_of(ref: np.ndarray, cand: np.ndarray) -> tuple[float, float, fl
     return max_abs, max_rel, cosine
 
 
-def compare(reference: dict, candidate: dict, atol: float = 1e-5, rtol: float = 1e-4) -> Report:
-    """Compare dumps (name -> numpy array, the reference in computation order)."""
+def compare(reference: dict, candidate: dict, atol: float = 1e-5, rtol: float = 1e-4, subset: bool = False) -> Report:
+    """Compare dumps (name -> numpy array, the reference in computation order). Inputs the candidate holds
+    must equal the reference's exactly: they define the run. `subset`: compare only the steps the candidate
+    holds (a port that dumps a few), instead of counting the others as missing."""
+    atol, rtol = check_tolerance("atol", atol), check_tolerance("rtol", rtol)
     mask = reference.get("inputs.attention_mask")
     names = [n for n in reference if not n.startswith("inputs.")]
+    if not names:
+        raise ValueError(
+            "the reference holds no step tensors to compare against (a minibert dump holds "
+            "embeddings.*, layers.*, pooler.*)"
+        )
+    compared = [n for n in names if n in candidate] if subset else names
+    if not compared:
+        raise ValueError("the candidate holds none of the reference's step tensors: nothing to compare")
     num_layers = len({n.split(".")[1] for n in names if n.startswith("layers.")})
     rows, report = [], Report([], atol, rtol)
+    for name in [n for n in reference if n.startswith("inputs.") and n in candidate]:
+        ref, cand = reference[name], candidate[name]
+        if cand.shape != ref.shape:
+            rows.append(
+                Row(name, "FAIL", note=f"shape {cand.shape}, not {ref.shape}: the candidate ran on other inputs")
+            )
+            continue
+        differ = np.abs(cand.astype(np.float64) - ref.astype(np.float64)).max(initial=0.0)
+        note = "" if differ == 0 else "the candidate ran on other inputs"
+        rows.append(Row(name, "ok" if differ == 0 else "FAIL", float(differ), float(differ > 0), float("nan"), note))
     values = {}
-    for name in names:
+    for name in compared:
         if name not in candidate:
             rows.append(Row(name, "missing", note="missing from the candidate"))
             continue
         ref, cand = reference[name], candidate[name]
+        if not (np.issubdtype(cand.dtype, np.floating) or np.issubdtype(cand.dtype, np.integer)):
+            rows.append(Row(name, "FAIL", note=f"dtype {cand.dtype}: a step holds real numbers"))
+            continue
         note = f"dtype {cand.dtype} against {ref.dtype}" if cand.dtype != ref.dtype else ""
         if cand.shape != ref.shape:
             transposed = ref.ndim >= 2 and cand.shape == ref.shape[:-2] + ref.shape[:-3:-1]
@@ -99,10 +142,10 @@ def compare(reference: dict, candidate: dict, atol: float = 1e-5, rtol: float = 
         r, c = real_values(ref.astype(np.float64), mask), real_values(cand.astype(np.float64), mask)
         values[name] = (r, c)
         max_abs, max_rel, cosine = _differences(r, c)
-        good = bool(np.all(np.abs(c - r) <= atol + rtol * np.abs(r))) and not np.isnan(c).any()
-        rows.append(Row(name, "ok" if good else "FAIL", max_abs, max_rel, cosine, note))
+        rows.append(Row(name, "ok" if _close(r, c, atol, rtol) else "FAIL", max_abs, max_rel, cosine, note))
     report.rows = rows
     report.only_in_candidate = [n for n in candidate if n not in reference and not n.startswith("inputs.")]
+    report.not_compared = [n for n in names if n not in compared]
 
     first = next((r for r in rows if r.status in ("FAIL", "shape")), None)
     if first is None:
@@ -133,7 +176,7 @@ def _looks_like(name, cand, values, reference, mask, names, atol, rtol) -> list[
             continue
         r = real_values(reference[other].astype(np.float64), mask)
         max_abs, _, cosine = _differences(r, cand)
-        if np.all(np.abs(cand - r) <= atol + rtol * np.abs(r)) or (max_abs < own / 100):
+        if _close(r, cand, atol, rtol) or (max_abs < own / 100):
             found.append(
                 f"the candidate's {name} matches the reference's {other} (max abs diff {max_abs:.3g}, "
                 f"cosine {cosine:.6f}): taken at the wrong point?"
@@ -151,7 +194,10 @@ def format_report(report: Report) -> str:
         lines.append(f"{r.name:<{width}}  {numbers:<34}  {r.status}{'  ' + r.note if r.note else ''}")
     lines.append("")
     if report.ok:
-        lines.append(f"all {len(report.rows)} tensors agree (atol {report.atol:g}, rtol {report.rtol:g})")
+        inputs = sum(r.name.startswith("inputs.") for r in report.rows)
+        same = f", and the candidate's {inputs} inputs are the reference's" if inputs else ""
+        steps = len(report.rows) - inputs
+        lines.append(f"all {steps} tensors agree (atol {report.atol:g}, rtol {report.rtol:g}){same}")
     else:
         failing = sum(r.status != "ok" for r in report.rows)
         if report.first_failure:
@@ -168,6 +214,8 @@ def format_report(report: Report) -> str:
                 f"{', ...' if len(missing) > 5 else ''})"
             )
         lines.append(f"{failing} of {len(report.rows)} tensors disagree or are missing")
+    if report.not_compared:
+        lines.append(f"not in the candidate, and not compared (--subset): {len(report.not_compared)} tensors")
     if report.only_in_candidate:
         lines.append(f"only in the candidate (not compared): {', '.join(report.only_in_candidate[:5])}")
     return "\n".join(printable(line) for line in lines)  # tensor names come from the files

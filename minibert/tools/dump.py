@@ -122,24 +122,86 @@ def write_dump(path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
 
 def read_dump(path) -> tuple[dict, dict]:
     """(tensors as numpy arrays in computation order, metadata) from a dump file, or from a folder of
-    `<step name>.npy` files (what a port may find easier to write; its order is the reference's)."""
-    import numpy as np
-
+    `<step name>.npy` files (what a port may find easier to write; its order is the reference's).
+    bfloat16 tensors, which numpy has no type for, are read as the float32 numbers they are."""
     path = Path(path)
     if path.is_dir():
         files = sorted(path.glob("*.npy"))
         if not files:
             raise FileNotFoundError(f"{path} holds no .npy files named by step (e.g. layers.0.attention.probs.npy)")
-        return {f.name.removesuffix(".npy"): np.load(f, allow_pickle=False) for f in files}, {}
-    from safetensors import safe_open
+        return {f.name.removesuffix(".npy"): _load_npy(f) for f in files}, {}
+    metadata, tensors = read_safetensors_numpy(path)
+    try:
+        order = json.loads(metadata.get("steps", "[]")) or list(tensors)
+        if not isinstance(order, list) or not all(isinstance(n, str) for n in order):
+            raise ValueError("not a list of names")
+    except ValueError as e:  # json.JSONDecodeError is one
+        raise ValueError(f"{path}: metadata 'steps' is not a JSON list of tensor names ({e})") from None
+    return {k: tensors[k] for k in order if k in tensors} | tensors, metadata
+
+
+def _load_npy(path: Path):
+    import numpy as np
 
     try:
-        with safe_open(path, framework="numpy") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # numpy's own advice would be to unpickle: never
+            raise ValueError(
+                f"{path}: holds Python objects (a pickle), which minibert never loads; save numbers"
+            ) from None
+        raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npy file ({e})") from None
+
+
+# safetensors' dtype names -> numpy's; BF16 has none and is widened to float32 on reading
+_SAFETENSORS_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U8": "u1",
+    "BOOL": "?",
+    "BF16": "<u2",
+}
+
+
+def read_safetensors_numpy(path: Path) -> tuple[dict, dict]:
+    """(metadata, tensors as numpy arrays) of a safetensors file, read from its format: an 8-byte header
+    length, a JSON header of dtype, shape and byte range per tensor, then the bytes. Unlike safetensors'
+    numpy reader it takes bfloat16 (a float32 with its low 16 bits dropped)."""
+    import numpy as np
+
+    try:
+        data = path.read_bytes()
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found") from None
-    except Exception as e:  # safetensors' own error types for a file that is not one
+    try:
+        size = int.from_bytes(data[:8], "little")
+        if len(data) < 8 or size > len(data) - 8:
+            raise ValueError("the header is longer than the file")
+        header = json.loads(data[8 : 8 + size])
+        metadata = header.pop("__metadata__", None) or {}
+        body = memoryview(data)[8 + size :]
+        tensors = {}
+        for name, entry in header.items():
+            kind = _SAFETENSORS_DTYPES.get(entry["dtype"])
+            if kind is None:
+                raise ValueError(f"tensor {name!r} has dtype {entry['dtype']}, which a dump does not hold")
+            begin, end = entry["data_offsets"]
+            shape = tuple(entry["shape"])
+            if not 0 <= begin <= end <= len(body) or end - begin != np.dtype(kind).itemsize * int(np.prod(shape)):
+                raise ValueError(f"tensor {name!r}: its bytes {begin}..{end} do not fit the file or its shape")
+            array = np.frombuffer(body[begin:end], dtype=kind).reshape(shape)
+            if entry["dtype"] == "BF16":
+                array = (array.astype(np.uint32) << 16).view(np.float32)
+            tensors[name] = array
+    except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a readable safetensors dump ({e})") from None
-    order = json.loads(metadata.get("steps", "[]")) or list(tensors)
-    return {k: tensors[k] for k in order if k in tensors} | tensors, metadata
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: not a readable safetensors dump (its metadata is not an object)")
+    return metadata, tensors

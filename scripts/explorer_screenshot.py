@@ -21,7 +21,7 @@ def main() -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layer", default="2")
@@ -37,6 +37,7 @@ def main() -> None:
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     try:
         driver.get(page.as_uri())
+        WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.ready") == "1")
         Select(driver.find_element(By.ID, "layer")).select_by_value(args.layer)
         driver.find_element(By.ID, "none").click()
         for h in args.heads.split(","):

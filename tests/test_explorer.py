@@ -64,9 +64,11 @@ def test_the_page_is_self_contained(page):
 
 def test_the_page_in_a_browser(page, browser):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
+    browser.set_window_size(1100, 900)
     browser.get(page.as_uri())
+    WebDriverWait(browser, 60).until(lambda b: b.execute_script("return document.body.dataset.ready") == "1")
     svg = browser.find_element(By.ID, "headview")
     left = [e.text for e in svg.find_elements(By.CSS_SELECTOR, "text[data-side='a']")]
     assert left[:4] == ["[CLS]", "the", "animal", "didn"] and "春" in left and len(left) == 22
@@ -81,13 +83,14 @@ def test_the_page_in_a_browser(page, browser):
         )
 
     layer0 = drawing()
-    assert layer0.count(";") > 100
+    assert layer0.count(";") > 10 and {line.split(",")[0] for line in layer0.split(";")} == {"0"}  # one head first
     Select(browser.find_element(By.ID, "layer")).select_by_value("3")
     layer3 = drawing()
     assert layer3 and layer3 != layer0
+    browser.find_element(By.CSS_SELECTOR, "input[data-head='1']").click()  # one head more
     browser.find_element(By.CSS_SELECTOR, "input[data-head='0']").click()  # one head fewer
     fewer = drawing()
-    assert fewer != layer3 and not any(line.startswith("0,") for line in fewer.split(";"))
+    assert fewer != layer3 and {line.split(",")[0] for line in fewer.split(";")} == {"1"}
     # hovering a token keeps only its lines
     from selenium.webdriver import ActionChains
 
@@ -98,6 +101,8 @@ def test_the_page_in_a_browser(page, browser):
     browser.find_element(By.ID, "tab-model").click()
     cells = browser.find_elements(By.CSS_SELECTOR, "#grid canvas")
     assert len(cells) == 6 * 12
+    panel = "document.getElementById('panel-model')"
+    assert browser.execute_script(f"return {panel}.scrollWidth <= {panel}.clientWidth")  # fits its panel at 1100 px
     browser.find_element(By.CSS_SELECTOR, "#grid canvas[data-layer='4'][data-head='7']").click()
     assert browser.find_element(By.ID, "panel-head").is_displayed()
     assert Select(browser.find_element(By.ID, "layer")).first_selected_option.get_attribute("value") == "4"
@@ -127,3 +132,27 @@ def test_png_without_the_extra_names_it(monkeypatch, tmp_path):
 def test_attention_data_refuses_a_mismatch():
     with pytest.raises(ValueError, match=r"attentions must be \(heads, 3, 3\) per layer"):
         attention_data(["a", "b", "c"], [np.ones((2, 3, 4))])
+
+
+def test_user_text_is_never_taken_for_a_placeholder():
+    from minibert.tools.explorer import attention_html
+
+    tokens = ["[CLS]", "__TITLE__", "[SEP]"]
+    page = attention_html(tokens, [np.full((2, 3, 3), 1 / 3)], title="hello __DATA__ world")
+    assert "<title>hello __DATA__ world · minibert attention</title>" in page
+    assert "<h1>hello __DATA__ world</h1>" in page and page.count('"tokens": ["[CLS]", "__TITLE__", "[SEP]"]') == 1
+
+
+def test_the_weights_are_stored_deflated_and_exact_to_a_byte():
+    import base64
+    import zlib
+
+    from minibert.tools.explorer import attention_data
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 4, 200, 200)) * 4
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    data = attention_data([f"t{i}" for i in range(200)], list(probs))
+    stored = zlib.decompress(base64.b64decode(data["weights"]))
+    assert stored == np.clip(np.rint(probs * 255), 0, 255).astype(np.uint8).tobytes()
+    assert len(data["weights"]) < 0.6 * len(base64.b64encode(stored))  # most weights are near 0

@@ -4,7 +4,10 @@
 makes no network request. A head view draws a line from each token to each token it attends to, its
 opacity the weight, for any set of heads of one layer; hovering a token keeps its lines alone. A model
 view shows every layer x head as a small heatmap; clicking one opens it in the head view. Only real
-tokens are shown: padding never appears. Weights are stored as bytes (weight x 255, base64).
+tokens are shown: padding never appears. Weights are stored as bytes (weight x 255), deflated (most are
+near 0) and base64-encoded; the browser inflates them with its own DecompressionStream. The page opens on
+one head of the first layer, and draws the model view only when it is first shown, each heatmap one
+putImageData, so that a 512-token page stays a few megabytes and opens in a moment.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +33,16 @@ def attention_data(tokens: list[str], attentions, segments: list[int] | None = N
         "segments": segments or [0] * len(tokens),
         "layers": stack.shape[0],
         "heads": stack.shape[1],
-        "weights": base64.b64encode(weights.tobytes()).decode("ascii"),
+        "weights": base64.b64encode(zlib.compress(weights.tobytes(), 6)).decode("ascii"),  # deflate
     }
 
 
 def attention_html(tokens: list[str], attentions, title: str = "", segments: list[int] | None = None) -> str:
     data = json.dumps(attention_data(tokens, attentions, segments), ensure_ascii=False)
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")  # safe inside <script>
-    return PAGE.replace("__TITLE__", html.escape(title or "attention")).replace("__DATA__", data)
+    values = {"TITLE": html.escape(title or "attention"), "DATA": data}
+    # one pass over the template: a title that holds "__DATA__" stays text, and the data is never searched
+    return re.sub(r"__(TITLE|DATA)__", lambda m: values[m.group(1)], PAGE)
 
 
 def attention_maps(model, batch: dict) -> list[np.ndarray]:
@@ -112,7 +119,8 @@ PAGE = r"""<!DOCTYPE html>
   #headview text { font-size: 13px; cursor: default; }
   #headview text.b { fill: #555; }
   #grid { display: grid; gap: 6px; align-items: center; }
-  #grid canvas { cursor: pointer; border: 1px solid #ccc; image-rendering: pixelated; }
+  #grid canvas { cursor: pointer; border: 1px solid #ccc; image-rendering: pixelated; width: 100%; height: auto;
+                 box-sizing: border-box; }
   #grid canvas:hover { border-color: #333; }
   #grid .label { font-size: 12px; color: #555; text-align: center; }
   .hint { color: #666; font-size: .9em; }
@@ -140,14 +148,18 @@ PAGE = r"""<!DOCTYPE html>
 "use strict";
 const DATA = __DATA__;
 const T = DATA.tokens.length, LAYERS = DATA.layers, HEADS = DATA.heads;
-const raw = atob(DATA.weights);
-const W = new Uint8Array(raw.length);
-for (let i = 0; i < raw.length; i++) W[i] = raw.charCodeAt(i);
+let W = null;  // the weights, inflated at start (below)
+async function inflate(base64) {
+  const raw = atob(base64), bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("deflate"));
+  return new Uint8Array(await new Response(stream).arrayBuffer());
+}
 function weight(layer, head, from, to) { return W[((layer * HEADS + head) * T + from) * T + to] / 255; }
 const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                 "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"];
 const color = h => COLORS[h % COLORS.length];
-const state = { layer: 0, heads: new Set(Array.from({length: HEADS}, (_, h) => h)), focus: null };
+const state = { layer: 0, heads: new Set([0]), focus: null };  // one head first: all of them at once is a tangle
 const NS = "http://www.w3.org/2000/svg";
 
 const layerSelect = document.getElementById("layer");
@@ -159,7 +171,8 @@ const headsBox = document.getElementById("heads");
 const boxes = [];
 for (let h = 0; h < HEADS; h++) {
   const label = document.createElement("label");
-  const box = document.createElement("input"); box.type = "checkbox"; box.checked = true; box.dataset.head = h;
+  const box = document.createElement("input"); box.type = "checkbox"; box.checked = state.heads.has(h);
+  box.dataset.head = h;
   box.addEventListener("change", () => { box.checked ? state.heads.add(h) : state.heads.delete(h); draw(); });
   const sw = document.createElement("span"); sw.className = "swatch"; sw.style.background = color(h);
   label.append(box, sw, document.createTextNode(h)); headsBox.appendChild(label); boxes.push(box);
@@ -182,6 +195,7 @@ function textWidth() {
 }
 let TW = 80;
 function draw() {
+  if (!W) return;  // still inflating
   while (svg.firstChild) svg.removeChild(svg.firstChild);
   const x1 = LEFT + TW, x2 = x1 + GAP;
   svg.setAttribute("width", x2 + TW + LEFT); svg.setAttribute("height", T * ROW + 20);
@@ -218,29 +232,32 @@ function draw() {
 }
 
 const grid = document.getElementById("grid");
-function buildGrid() {
-  grid.style.gridTemplateColumns = `auto repeat(${HEADS}, auto)`;
+let built = false;
+function buildGrid() {  // on the first visit to the model view: one putImageData per head
+  built = true;
+  grid.style.gridTemplateColumns = `auto repeat(${HEADS}, minmax(0, 96px))`;  // shrinks to fit the panel
   grid.appendChild(document.createElement("div"));
   for (let h = 0; h < HEADS; h++) {
     const d = document.createElement("div"); d.className = "label"; d.textContent = "head " + h; grid.appendChild(d);
   }
-  const cell = Math.max(1, Math.floor(96 / T));
   for (let l = 0; l < LAYERS; l++) {
     const d = document.createElement("div"); d.className = "label"; d.textContent = "layer " + l; grid.appendChild(d);
     for (let h = 0; h < HEADS; h++) {
-      const c = document.createElement("canvas"); c.width = T * cell; c.height = T * cell;
+      const c = document.createElement("canvas"); c.width = T; c.height = T;
       c.title = `layer ${l}, head ${h}`; c.dataset.layer = l; c.dataset.head = h;
-      const g = c.getContext("2d");
-      for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) {
-        const w = weight(l, h, i, j);
-        g.fillStyle = `rgba(31, 119, 180, ${w.toFixed(3)})`; g.fillRect(j * cell, i * cell, cell, cell);
+      const g = c.getContext("2d"), image = g.createImageData(T, T), px = image.data;
+      const base = (l * HEADS + h) * T * T;
+      for (let k = 0; k < T * T; k++) {
+        px[4 * k] = 31; px[4 * k + 1] = 119; px[4 * k + 2] = 180; px[4 * k + 3] = W[base + k];
       }
+      g.putImageData(image, 0, 0);
       c.addEventListener("click", () => { layerSelect.value = l; state.layer = l; show("head"); setHeads([h]); });
       grid.appendChild(c);
     }
   }
 }
 function show(which) {
+  if (which === "model" && !built) buildGrid();
   document.getElementById("panel-head").hidden = which !== "head";
   document.getElementById("panel-model").hidden = which !== "model";
   document.getElementById("tab-head").classList.toggle("active", which === "head");
@@ -248,9 +265,12 @@ function show(which) {
 }
 document.getElementById("tab-head").addEventListener("click", () => show("head"));
 document.getElementById("tab-model").addEventListener("click", () => show("model"));
-TW = textWidth();
-buildGrid();
-draw();
+inflate(DATA.weights).then(weights => {
+  W = weights;
+  TW = textWidth();
+  draw();
+  document.body.dataset.ready = "1";  // drawn: what a test (or a screenshot) waits for
+});
 </script>
 </body>
 </html>

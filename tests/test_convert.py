@@ -82,3 +82,28 @@ def test_convert_keeps_sentence_transformers_metadata(minilm_dir, tmp_path):
         atol=1e-6,
         rtol=0,
     )
+
+
+def test_module_folders_are_copied_file_by_known_file_and_never_through_a_link_out(minilm_dir, tmp_path):
+    import shutil
+
+    from minibert.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(minilm_dir, model)
+    (model / "1_Pooling" / "notes.txt").write_text("not a file minibert reads")
+    convert(model, tmp_path / "copied")
+    assert sorted(p.name for p in (tmp_path / "copied" / "1_Pooling").iterdir()) == ["config.json"]
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "config.json").write_text((model / "1_Pooling" / "config.json").read_text())
+    (outside / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----")
+    shutil.rmtree(model / "1_Pooling")
+    (model / "1_Pooling").symlink_to(outside)
+    for args in (["convert", str(model), str(tmp_path / "c")], ["quantize", str(model), str(tmp_path / "q")]):
+        assert main(args) == 2
+        assert not (tmp_path / args[-1]).exists()
+    with pytest.raises(ValueError, match="leads outside the model folder"):
+        convert(model, tmp_path / "c2")
+    assert not list(tmp_path.rglob("id_rsa"))[1:]  # the key is only where it was

@@ -64,20 +64,31 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
 
 
 def copy_sentence_transformers_files(folder: Path, out: Path) -> None:
-    """modules.json, sentence_bert_config.json and the module folders it names (1_Pooling/, ...)."""
+    """modules.json, sentence_bert_config.json and each module folder's config.json (1_Pooling/config.json,
+    ...): the files minibert reads, and nothing else that a module folder may hold. Every file is checked
+    to resolve inside `folder`, so a symlink out of the model folder is refused, never copied."""
     folder = Path(folder)
-    for name in SENTENCE_TRANSFORMERS_FILES:
-        if (folder / name).is_file():
-            copy_file(folder / name, out / name)
+    files = [Path(name) for name in SENTENCE_TRANSFORMERS_FILES]
     if (folder / "modules.json").is_file():
-        for module in st_module_folders(folder, read_json(folder / "modules.json")):
-            for file in sorted((folder / module).rglob("*")):
-                target = out / file.relative_to(folder)
-                if file.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                elif file.is_file():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    copy_file(file, target)
+        files += [
+            Path(module) / "config.json" for module in st_module_folders(folder, read_json(folder / "modules.json"))
+        ]
+    for relative in files:
+        source = folder / relative
+        if not source.is_file():
+            if (out / relative).parent != out and source.parent.is_dir():  # a module folder with no config (Normalize)
+                _inside_resolved(folder, source.parent)
+                (out / relative).parent.mkdir(parents=True, exist_ok=True)
+            continue
+        _inside_resolved(folder, source)
+        (out / relative).parent.mkdir(parents=True, exist_ok=True)
+        copy_file(source, out / relative)
+
+
+def _inside_resolved(folder: Path, path: Path) -> None:
+    """Refuse `path` unless, with every symlink resolved, it lies inside `folder` (resolved likewise)."""
+    if folder.resolve() not in path.resolve().parents:
+        raise ValueError(f"{path} leads outside the model folder {folder} (to {path.resolve()}); refusing to copy it")
 
 
 def st_module_folders(folder: Path, modules: list) -> list[str]:

@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument(
         "--png",
         metavar="DIR",
-        help="also write one heatmap per layer into DIR (needs matplotlib: pip install 'minibert-encoder[viz]')",
+        help="also write one heatmap per layer into DIR (needs matplotlib, the viz extra: pip install '.[viz]')",
     )
 
     dump = add(

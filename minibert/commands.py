@@ -233,7 +233,7 @@ def run_attention(args) -> None:
         import importlib.util
 
         if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError("--png needs matplotlib: pip install 'minibert-encoder[viz]'")
+            raise UsageError("--png needs matplotlib: pip install 'minibert-encoder[viz]' (from a clone: '.[viz]')")
     folder, model, batch, tokens = one_text(args.model, args.text, args.pair, args.lowercase)
     attentions = attention_maps(model, batch)
     segments = batch["token_type_ids"][0].tolist()

@@ -93,6 +93,17 @@ class NumpyEncoder(EncoderSettings):
         """Embed a string, giving (H,), or a list of strings, giving (N, H), float32, rows in input order."""
         single = isinstance(texts, str)
         texts = as_text_list(texts, "texts")
+        out, stats = self._encode(
+            texts, pooling=pooling, normalize=normalize, batch_size=batch_size, max_length=max_length
+        )
+        warn_truncated(stats["truncated"], len(texts), stats["max_length"])
+        return out[0] if single else out
+
+    def _encode(
+        self, texts: list[str], *, pooling=None, normalize=None, batch_size=32, max_length=None, show_progress=None
+    ):
+        """encode's work on a list of strings: the vectors, and {tokens, truncated, max_length} (as the torch
+        Encoder's, for encode_stream). No progress bar: this backend is for a few texts."""
         pooling, normalize, max_length = self.options(pooling, normalize, max_length, batch_size)
         encodings, truncated = self.tokenize(texts, max_length)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -106,8 +117,7 @@ class NumpyEncoder(EncoderSettings):
             if normalize:
                 vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
             out[rows] = vectors
-        warn_truncated(truncated, len(texts), max_length)
-        return out[0] if single else out
+        return out, {"tokens": sum(len(e.ids) for e in encodings), "truncated": truncated, "max_length": max_length}
 
 
 def numpy_can_load(folder) -> bool:

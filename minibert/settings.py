@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 
 from minibert.config import BertConfig
+from minibert.fast.heap import release_free_memory
 
 POOLINGS = ("mean", "cls", "pooler", "max", "mean_sqrt_len")
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
@@ -25,7 +26,8 @@ def max_length_for(tokenizer, config: BertConfig, max_length: int | None = None)
 
 class EncoderSettings:
     """What the torch Encoder and the numpy one share: the settings a model folder (or the caller) gives
-    them, checked at creation, and how one call's options resolve against those defaults."""
+    them, checked at creation, how one call's options resolve against those defaults, and encode_stream
+    over each one's `_encode(texts, **options) -> (vectors, {tokens, truncated, max_length})`."""
 
     def __init__(
         self,
@@ -67,6 +69,41 @@ class EncoderSettings:
             texts = [t.lower() for t in texts]
         encodings = self.tokenizer.encode(texts, max_length=max_length)
         return encodings, sum(1 for e in encodings if e.overflowing)
+
+    def encode_stream(self, texts, *, chunk_size: int = 4096, stats: dict | None = None, **options):
+        """Embed any iterable of strings (a generator over a file, say) chunk by chunk: yields
+        (start_index, vectors) in input order, vectors (n, H) for the texts from start_index on. Memory
+        stays bounded by `chunk_size`, not by the corpus; texts are length-sorted within a chunk, and the
+        vectors equal `encode`'s. `options` are encode's; `stats`, if given, gets running totals of
+        texts, tokens and truncated texts. One truncation warning comes at the end. Between chunks the
+        C heap's free pages go back to the OS (minibert/fast/heap.py), so resident memory does not creep."""
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        if isinstance(texts, str):
+            raise TypeError("encode_stream takes an iterable of strings; for one text use encode")
+        stats = {} if stats is None else stats
+        stats.update(texts=0, tokens=0, truncated=0)
+        chunk, start, max_length = [], 0, None
+        iterator = iter(texts)
+        while True:
+            for text in iterator:
+                if not isinstance(text, str):
+                    raise TypeError(f"texts[{start + len(chunk)}] is {type(text).__name__} {text!r:.40}, not a string")
+                chunk.append(text)
+                if len(chunk) == chunk_size:
+                    break
+            if not chunk:
+                break
+            vectors, chunk_stats = self._encode(chunk, **options)
+            max_length = chunk_stats["max_length"]
+            stats["texts"] += len(chunk)
+            stats["tokens"] += chunk_stats["tokens"]
+            stats["truncated"] += chunk_stats["truncated"]
+            release_free_memory()  # otherwise the heap fragments and resident memory creeps chunk by chunk
+            yield start, vectors
+            start += len(chunk)
+            chunk = []
+        warn_truncated(stats["truncated"], stats["texts"], max_length)
 
 
 def warn_truncated(truncated: int, total: int, max_length: int, stacklevel: int = 3) -> None:

@@ -201,3 +201,18 @@ def test_the_specification_refuses_mask_values_other_than_0_and_1(value):
     weights = {k: rng.normal(size=s).astype(np.float32) for k, s in hf_shapes(config).items()}
     with pytest.raises(ValueError, match=f"attention_mask holds {value!r}"):
         spec.encode(weights, config, np.array([[1, 2, 3]]), np.array([[1, 1, value]]))
+
+
+def test_the_public_api_reaches_the_numpy_encoder_without_torch(encoders):
+    """`from minibert import NumpyEncoder` never imports torch, and it streams as the torch Encoder does."""
+    code = (
+        "import sys\nfrom minibert import NumpyEncoder\nencoder = NumpyEncoder.from_pretrained()\n"
+        "chunks = list(encoder.encode_stream(['a first text', 'a second', 'a third one'], chunk_size=2))\n"
+        "print([start for start, _ in chunks], [v.shape for _, v in chunks], 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[0, 2] [(2, 384), (1, 384)] False"
+    _, numpy_encoder = encoders
+    streamed = np.concatenate([v for _, v in numpy_encoder.encode_stream(TEXTS, chunk_size=3)])
+    np.testing.assert_allclose(streamed, numpy_encoder.encode(TEXTS), atol=1e-6, rtol=0)

@@ -16,7 +16,7 @@ import stat
 import sys
 from pathlib import Path
 
-from minibert.corpus.shards import MANIFEST, Source, embed_to_folder, run_record, write_vectors
+from minibert.corpus.shards import MANIFEST, NO_PYARROW, Source, embed_to_folder, run_record, write_vectors
 
 FORMATS = {".npy": "npy", ".jsonl": "jsonl", ".tsv": "tsv"}
 
@@ -70,9 +70,7 @@ def check_input(source: Source) -> None:
         import importlib.util
 
         if importlib.util.find_spec("pyarrow") is None:
-            raise ImportError(
-                "Parquet input needs pyarrow: pip install 'minibert-encoder[parquet]' (or '.[parquet]' in a clone)"
-            )
+            raise ImportError(NO_PYARROW)
 
 
 def output_target(output: str | None, given_format: str | None) -> tuple[str, Path | None, str | None]:

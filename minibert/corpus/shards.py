@@ -33,6 +33,9 @@ FORMAT = "minibert-vectors/1"
 MANIFEST = "manifest.json"
 
 
+NO_PYARROW = "Parquet input needs pyarrow: pip install 'minibert-encoder[parquet]' (from a clone: '.[parquet]')"
+
+
 class ResumeError(ValueError):
     """A resumed run whose input, model or settings differ from the recorded ones."""
 
@@ -117,7 +120,7 @@ class Source:
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise ImportError("Parquet input needs pyarrow: pip install 'minibert-encoder[parquet]'") from None
+            raise ImportError(NO_PYARROW) from None
         table = pq.ParquetFile(self.path)
         columns = [self.text_field] + ([self.id_field] if self.id_field else [])
         missing = [c for c in columns if c not in table.schema_arrow.names]

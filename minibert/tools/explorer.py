@@ -60,7 +60,9 @@ def write_png_heatmaps(tokens: list[str], attentions, folder, title: str = "") -
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("PNG heatmaps need matplotlib: pip install 'minibert-encoder[viz]'") from None
+        raise ImportError(
+            "PNG heatmaps need matplotlib: pip install 'minibert-encoder[viz]' (from a clone: '.[viz]')"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -331,8 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     import warnings
 
-    # A warning (texts truncated, a head newly initialised) is one line for a person at a terminal.
-    warnings.formatwarning = lambda message, category, *rest: f"minibert: warning: {message}\n"
+    # A warning (texts truncated, a head newly initialised) is one line for a person at a terminal, written
+    # above a progress bar rather than through it.
+    warnings.showwarning = show_warning
     parser = build_parser()
     args = None
     try:
@@ -361,6 +362,16 @@ def main(argv=None) -> int:
     except Exception as e:  # anything else is minibert's fault, still one line for the person at the terminal
         print(f"{who(args)}: error: {type(e).__name__}: {one_line(e)}", file=sys.stderr)
         return 1
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = f"minibert: warning: {printable(str(message))}"
+    if "tqdm" in sys.modules:  # a bar may be on screen: tqdm.write moves it below the line
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr)
 
 
 def who(args) -> str:

@@ -157,3 +157,28 @@ def test_untrusted_text_cannot_reach_the_terminal_raw(capsys):
     assert main(["similarity", "--backend", "numpy", "red \x1b[31mtext", "rtl \u202eevil"]) == 0
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\u202e" not in out and "\\x1b[31mtext" in out and "\\u202eevil" in out
+
+
+def test_attention_with_png_alone_writes_no_page(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("matplotlib", reason="the viz extra (matplotlib) is not installed")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "attention.html").write_text("an earlier page")
+    assert main(["attention", "A short text.", "--png", "heatmaps"]) == 0
+    assert (tmp_path / "attention.html").read_text() == "an earlier page"
+    assert len(list((tmp_path / "heatmaps").glob("layer_*.png"))) == 6
+    assert main(["attention", "A short text."]) == 0 and "<html" in (tmp_path / "attention.html").read_text()
+
+
+def test_one_progress_bar_counts_texts_and_warnings_go_above_it(encoder, capsys, monkeypatch):
+    texts = [f"text number {i} " * (1 + i % 7) for i in range(60)]
+    encoder.encode(texts, batch_size=8, show_progress=True)
+    bar = capsys.readouterr().err
+    assert "60/60" in bar and "text/s" in bar and "batch" not in bar
+    import tqdm
+
+    from minibert.cli import show_warning
+
+    written = []
+    monkeypatch.setattr(tqdm.tqdm, "write", classmethod(lambda cls, s, file=None, **kw: written.append(s)))
+    show_warning(UserWarning("3 of 9 texts were \x1b[2Jtruncated"), UserWarning, "x.py", 1)
+    assert written == ["minibert: warning: 3 of 9 texts were \\x1b[2Jtruncated"]

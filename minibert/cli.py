@@ -20,6 +20,7 @@ from minibert.commands import (
     run_inspect,
     run_parity,
     run_quantize,
+    run_serve,
     run_similarity,
     run_tokenize,
 )
@@ -86,6 +87,12 @@ CONVERT_EXAMPLES = """examples:
 QUANTIZE_EXAMPLES = """examples:
   minibert quantize all-MiniLM-L6-v2-folder minilm-int8
   minibert embed --model minilm-int8 sentences.txt -o vectors.npy
+"""
+SERVE_EXAMPLES = """examples:
+  minibert serve                                   # all-MiniLM-L6-v2 on http://127.0.0.1:8080
+  minibert serve --model minilm-int8 --port 9000 --api-key "$KEY"
+  curl -s localhost:8080/v1/embeddings -H 'Content-Type: application/json' -d '{"input": ["a text"]}'
+Needs the serve extra (pip install '.[serve]' in a clone). Routes: minibert/serve/app.py.
 """
 TOKENIZE_EXAMPLES = """examples:
   minibert tokenize "Unaffable, isn't it?"
@@ -317,6 +324,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     quantize.add_argument("out", metavar="OUT")
     quantize.add_argument("--force", action="store_true", help="replace OUT if it is not empty")
+
+    serve = add(
+        "serve", run_serve, "serve embeddings over HTTP: OpenAI's /v1/embeddings and TEI's /embed", SERVE_EXAMPLES
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    serve.add_argument(
+        "--served-model-name",
+        metavar="NAME",
+        help="what requests give as model (default: the folder's name; all-MiniLM-L6-v2)",
+    )
+    serve.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
+    serve.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="compute dtype (default: float32)")
+    serve.add_argument("--quantize", choices=("int8",), help="int8 on CPU, calibrated at start (see quantize)")
+    serve.add_argument("--max-length", type=int, metavar="N", help="tokens per input (default: the model's)")
+    serve.add_argument("--max-batch-tokens", type=int, default=16384, metavar="N", help="per forward (%(default)s)")
+    serve.add_argument("--max-concurrent-requests", type=int, default=512, metavar="N", help="then 429 (%(default)s)")
+    serve.add_argument("--max-request-texts", type=int, default=2048, metavar="N", help="inputs (%(default)s)")
+    serve.add_argument("--max-body-bytes", type=int, default=8 << 20, metavar="N", help="body size (%(default)s)")
+    serve.add_argument("--drain-seconds", type=float, default=30.0, metavar="S", help="after SIGTERM (%(default)s)")
+    serve.add_argument("--api-key", metavar="KEY", help="require Bearer KEY (default: $MINIBERT_API_KEY, or none)")
+    serve.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="allow browsers from ORIGIN (repeat)")
 
     add(
         "tokenize",

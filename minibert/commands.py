@@ -338,6 +338,59 @@ def run_convert(args) -> None:
     print(f"minibert: wrote {out}", file=sys.stderr)
 
 
+def run_serve(args) -> None:
+    import importlib.util
+    import os
+
+    for module in ("starlette", "uvicorn", "prometheus_client"):
+        if importlib.util.find_spec(module) is None:
+            raise UsageError(
+                f"needs {module}, part of the serve extra: pip install 'minibert-encoder[serve]' "
+                "(from a clone: '.[serve]')"
+            )
+    from minibert.formats.hub import default_model, resolve
+    from minibert.serve.app import Limits
+    from minibert.serve.run import serve
+
+    for name in ("port", "max_batch_tokens", "max_concurrent_requests", "max_request_texts", "max_body_bytes"):
+        if getattr(args, name) < (0 if name == "port" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    check_device(args.device)
+    folder = resolve(args.model) if args.model else default_model()
+    name = args.served_model_name or (Path(str(args.model)).name if args.model else "all-MiniLM-L6-v2")
+    limits = Limits(
+        max_batch_tokens=args.max_batch_tokens,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_request_texts=args.max_request_texts,
+        max_body_bytes=args.max_body_bytes,
+        drain_seconds=args.drain_seconds,
+    )
+
+    def load():
+        from minibert.encoder import Encoder
+
+        encoder = Encoder.from_pretrained(
+            folder, device=args.device, dtype=args.dtype, quantize=args.quantize, lowercase=args.lowercase
+        )
+        if args.max_length is not None:
+            encoder.options(max_length=args.max_length)  # checked against the model
+            encoder.max_length = args.max_length
+        return encoder
+
+    api_key = args.api_key or os.environ.get("MINIBERT_API_KEY") or None
+    code = serve(
+        load,
+        model_name=name,
+        host=args.host,
+        port=args.port,
+        limits=limits,
+        api_key=api_key,
+        cors_origins=args.cors_origin,
+    )
+    if code:
+        raise SystemExit(code)
+
+
 def load_encoder(model, device=None, quantize=None, lowercase=None):
     from minibert.encoder import Encoder
 

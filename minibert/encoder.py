@@ -213,7 +213,6 @@ class Encoder(EncoderSettings):
     ):
         """encode's work on a list of strings: the vectors, and {tokens, truncated, max_length}."""
         pooling, normalize, max_length = self.options(pooling, normalize, max_length, batch_size)
-        _check_not_forked()
         if convert_to not in ("numpy", "torch"):
             raise ValueError(f"convert_to must be 'numpy' or 'torch', got {convert_to!r}")
 
@@ -223,7 +222,16 @@ class Encoder(EncoderSettings):
             "max_length": max_length,
             "truncated": truncated,
         }
+        out = self.embed_encodings(
+            encodings, pooling=pooling, normalize=normalize, batch_size=batch_size, show_progress=show_progress
+        )
+        return (out.cpu().numpy() if convert_to == "numpy" else out), stats
 
+    def embed_encodings(self, encodings, *, pooling: str, normalize: bool, batch_size: int = 32, show_progress=False):
+        """The (N, H) float32 tensor of vectors for inputs already tokenized: anything with `.ids` and
+        `.type_ids` (a tokenizers.Encoding), each within the model's length, with settings already checked
+        (`options`). Batched by length under max_batch_tokens, batches side by side on CPU cores."""
+        _check_not_forked()
         batches = length_sorted_batches([len(e.ids) for e in encodings], batch_size, self.max_batch_tokens)
         if show_progress is None:
             show_progress = len(batches) > 4 and sys.stderr.isatty()
@@ -237,7 +245,7 @@ class Encoder(EncoderSettings):
                 vectors = pool(output.last_hidden_state, mask, pooling, output.pooler_output)
                 return rows, F.normalize(vectors, p=2, dim=1) if normalize else vectors
 
-        out = torch.empty(len(texts), self.dim, dtype=torch.float32, device=self.device)
+        out = torch.empty(len(encodings), self.dim, dtype=torch.float32, device=self.device)
         # On CPU, one batch per core, each on a single thread: this beats splitting every operation across
         # the cores (10% on the benchmark corpus with 2 cores), and gives the same numbers.
         parallel = self.fast and self.device.type == "cpu" and len(batches) > 1
@@ -248,10 +256,9 @@ class Encoder(EncoderSettings):
 
                 workers = ThreadPoolExecutor(cores, initializer=torch.set_num_threads, initargs=(1,))
                 results = stack.enter_context(workers).map(embed, batches)
-            for rows, vectors in _progress(results, show_progress, len(texts)):
+            for rows, vectors in _progress(results, show_progress, len(encodings)):
                 out[torch.tensor(rows, device=self.device)] = vectors
-
-        return (out.cpu().numpy() if convert_to == "numpy" else out), stats
+        return out
 
 
 # After fork(), torch's OpenMP thread pool is gone from the child, and the child's first parallel

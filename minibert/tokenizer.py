@@ -43,6 +43,8 @@ class Tokenizer:
             )
         self.pad_token_id = backend.token_to_id("[PAD]")
         self.mask_token_id = backend.token_to_id("[MASK]")
+        self.cls_token_id = backend.token_to_id("[CLS]")  # what every input starts with
+        self.sep_token_id = backend.token_to_id("[SEP]")  # and ends with
 
     # --- construction ------------------------------------------------------------------------------
 

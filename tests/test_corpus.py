@@ -245,7 +245,8 @@ def test_parquet_input(tmp_path, encoder):
 def test_import_minibert_imports_no_extra():
     code = (
         "import sys, minibert, minibert.corpus.shards, minibert.cli; "
-        "print(sorted(m for m in ('pyarrow', 'ray', 'matplotlib') if m in sys.modules))"
+        "print(sorted(m for m in ('pyarrow', 'ray', 'matplotlib', 'starlette', 'uvicorn', 'prometheus_client') "
+        "if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "[]", result.stderr

@@ -41,7 +41,8 @@ LAYERS = [
         "numpy_encoder",
     ],
     ["encoder", "tools.parity"],
-    ["corpus.shards", "corpus.embed", "corpus.ray", "ray", "commands"],
+    ["corpus.shards", "corpus.embed", "corpus.ray", "ray", "serve.batcher", "serve.app", "serve.run"],
+    ["commands"],
     ["cli", "__main__"],
 ]
 # Imports inside a function that reach a higher layer, each for a reason.

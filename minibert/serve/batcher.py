@@ -1,0 +1,130 @@
+"""Batching across requests: every request's texts join one queue, and one worker computes them in
+batches of at most `max_batch_tokens` real tokens, longest first, as Encoder.encode does (its batches side
+by side on the CPU cores). A request with more texts than a batch holds is split across batches, never
+refused; a text's vector does not depend on the texts it was batched with (batch invariance, within 1e-6).
+
+The forward runs in one worker thread, so the event loop that reads requests and writes answers never
+waits for it; a request whose client has gone is dropped before its texts are computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Job:
+    """One request's tokenized inputs, waiting for their vectors (raw: pooled, not normalised)."""
+
+    encodings: list
+    future: asyncio.Future
+    queued: float = field(default_factory=time.perf_counter)
+    vectors: np.ndarray | None = None
+    done: int = 0  # texts computed so far
+    cancelled: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(e.ids) for e in self.encodings)
+
+
+class Batcher:
+    """The queue and its worker. `submit(encodings)` returns the (n, H) float32 vectors of one request."""
+
+    def __init__(self, encoder, max_batch_tokens: int = 16384, metrics=None):
+        self.encoder = encoder
+        self.max_batch_tokens = max_batch_tokens
+        self.metrics = metrics
+        self.jobs: list[Job] = []  # waiting or partly computed, oldest first
+        self.wake = asyncio.Event()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="minibert-forward")
+        self.worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+        self.pool.shutdown(wait=True)
+
+    @property
+    def depth(self) -> int:
+        """Texts waiting to be computed."""
+        return sum(len(j.encodings) - j.done for j in self.jobs)
+
+    async def submit(self, encodings: list) -> np.ndarray:
+        job = Job(encodings, asyncio.get_running_loop().create_future())
+        job.vectors = np.empty((len(encodings), self.encoder.dim), np.float32)
+        self.jobs.append(job)
+        self.wake.set()
+        try:
+            return await job.future
+        except asyncio.CancelledError:  # the client went away: its texts not yet computed are dropped
+            job.cancelled = True
+            raise
+
+    def _take(self) -> list[tuple[Job, int, int]]:
+        """The next batch: (job, first, end) slices of the oldest jobs' texts, up to the token budget (at
+        least one text, however long)."""
+        self.jobs = [j for j in self.jobs if not j.cancelled]
+        taken, tokens = [], 0
+        for job in self.jobs:
+            start = end = job.done
+            while end < len(job.encodings):
+                n = len(job.encodings[end].ids)
+                if tokens + n > self.max_batch_tokens and (taken or end > start):
+                    break
+                tokens += n
+                end += 1
+            if end > start:
+                taken.append((job, start, end))
+            if end < len(job.encodings):
+                break  # the budget is spent
+        return taken
+
+    def _forward(self, encodings: list) -> np.ndarray:
+        e = self.encoder
+        out = e.embed_encodings(encodings, pooling=e.pooling, normalize=False, batch_size=64, show_progress=False)
+        return out.cpu().numpy()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            taken = self._take()
+            if not taken:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            encodings = [e for job, start, end in taken for e in job.encodings[start:end]]
+            now = time.perf_counter()
+            if self.metrics is not None:
+                for job, start, _ in taken:
+                    if start == 0:
+                        self.metrics.queue_seconds.observe(now - job.queued)
+                self.metrics.batch_texts.observe(len(encodings))
+                self.metrics.batch_tokens.observe(sum(len(e.ids) for e in encodings))
+            try:
+                vectors = await loop.run_in_executor(self.pool, self._forward, encodings)
+            except Exception as error:  # a fault of the computation fails the requests in this batch
+                for job, _, _ in taken:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                    job.cancelled = True
+                continue
+            if self.metrics is not None:
+                self.metrics.forward_seconds.observe(time.perf_counter() - now)
+            row = 0
+            for job, start, end in taken:
+                job.vectors[start:end] = vectors[row : row + end - start]
+                row += end - start
+                job.done = end
+                if end == len(job.encodings):
+                    self.jobs.remove(job)
+                    if not job.future.done():
+                        job.future.set_result(job.vectors)

@@ -102,3 +102,34 @@ def test_embed_ray_script_end_to_end(minilm_dir, tmp_path):
     expected = Encoder.from_pretrained(minilm_dir).encode(TEXTS)
     np.testing.assert_allclose(vectors, expected[docs], atol=1e-6, rtol=0)
     assert sorted(docs) == list(range(len(TEXTS)))
+
+
+def test_ray_serve_gives_the_single_process_vectors_over_http_and_a_handle(ray_cluster, minilm_dir):
+    pytest.importorskip("ray.serve", reason="Ray Serve (ray[serve]) is not installed")
+    import json
+    import socket
+    import urllib.request
+
+    from ray import serve
+
+    from minibert import Encoder
+    from minibert.serve.ray_serve import deployment
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        handle = serve.run(deployment(str(minilm_dir)).bind(), route_prefix="/v1/embeddings")
+        expected = Encoder.from_pretrained(minilm_dir).encode(TEXTS[:6])
+        pending = [handle.embed.remote(t) for t in TEXTS[:6]]  # six requests at once, which Ray Serve batches
+        by_handle = [response.result() for response in pending]
+        np.testing.assert_allclose(np.concatenate(by_handle), expected, atol=1e-6, rtol=0)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/embeddings", method="POST", data=json.dumps({"input": TEXTS[:6]}).encode()
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            body = json.loads(response.read())
+        np.testing.assert_allclose(np.array([d["embedding"] for d in body["data"]]), expected, atol=1e-6, rtol=0)
+    finally:
+        serve.shutdown()

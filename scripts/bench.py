@@ -1,6 +1,6 @@
 """minibert against the reference implementations, side by side in one run.
 
-    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,scale,chunks,ort,gpu]
+    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,scale,chunks,ort,gpu,serve]
                             [--repeats 5] [--json out.json]
 
 dense      full bert-base configuration (random weights), float32: minibert BertModel (oneDNN linear
@@ -573,6 +573,12 @@ def case_ort(args, tmp):
     case_ort(args, tmp, RESULTS)
 
 
+def case_serve(args, tmp):
+    from bench_serve import case_serve
+
+    case_serve(args, tmp, RESULTS)
+
+
 CASES = {
     "dense": case_dense,
     "corpus": case_corpus,
@@ -583,6 +589,7 @@ CASES = {
     "scale": case_scale,
     "ort": case_ort,
     "chunks": case_chunks,
+    "serve": case_serve,
 }
 
 
@@ -607,6 +614,19 @@ def main():
         help="ort case: which parts, from corpus, query, cold, dense (all)",
     )
     parser.add_argument("--dense-rounds", type=int, default=20, help="ort case: bert-base rounds (20)")
+    parser.add_argument("--serve-seconds", type=float, default=20.0, help="serve case: seconds per load (20)")
+    parser.add_argument("--serve-soak", type=float, default=600.0, help="serve case: soak seconds, 0 for none (600)")
+    parser.add_argument(
+        "--serve-with",
+        default="minibert,infinity-emb,sentence-transformers",
+        help="serve case: servers, from minibert, infinity-emb, sentence-transformers",
+    )
+    parser.add_argument(
+        "--infinity-python",
+        metavar="PYTHON",
+        help="serve case: a python with infinity-emb "
+        "installed (pip install 'infinity-emb[server,torch,optimum]' in a virtual environment)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     if "shards" not in args.scale_with.split(","):

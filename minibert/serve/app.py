@@ -508,10 +508,13 @@ def create_app(state: State, cors_origins: list[str] | None = None) -> Starlette
 
 
 async def _load(state: State) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     loop = asyncio.get_running_loop()
+    thread = ThreadPoolExecutor(1, thread_name_prefix="minibert-model")  # loads the model, then runs every forward
     try:
-        state.encoder = await loop.run_in_executor(None, state.load)
-        state.batcher = Batcher(state.encoder, state.limits.max_batch_tokens, state.metrics)
+        state.encoder = await loop.run_in_executor(thread, state.load)
+        state.batcher = Batcher(state.encoder, state.limits.max_batch_tokens, state.metrics, thread)
         state.batcher.start()
         await state.batcher.submit(tokenize(state, ["A warm-up text for the first forward."], truncate=True))
     except Exception as e:  # reported by /health and by the command, which then exits

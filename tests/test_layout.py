@@ -41,7 +41,16 @@ LAYERS = [
         "numpy_encoder",
     ],
     ["encoder", "tools.parity"],
-    ["corpus.shards", "corpus.embed", "corpus.ray", "ray", "serve.batcher", "serve.app", "serve.run"],
+    [
+        "corpus.shards",
+        "corpus.embed",
+        "corpus.ray",
+        "ray",
+        "serve.batcher",
+        "serve.app",
+        "serve.run",
+        "serve.ray_serve",
+    ],
     ["commands"],
     ["cli", "__main__"],
 ]

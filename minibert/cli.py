@@ -340,7 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--quantize", choices=("int8",), help="int8 on CPU, calibrated at start (see quantize)")
     serve.add_argument("--max-length", type=int, metavar="N", help="tokens per input (default: the model's)")
     serve.add_argument("--max-batch-tokens", type=int, default=16384, metavar="N", help="per forward (%(default)s)")
-    serve.add_argument("--max-concurrent-requests", type=int, default=128, metavar="N", help="then 429 (%(default)s)")
+    serve.add_argument("--max-concurrent-requests", type=int, default=512, metavar="N", help="then 429 (%(default)s)")
+    serve.add_argument(
+        "--max-queue-seconds", type=float, default=1.0, metavar="S", help="queued work, then 429 (%(default)s)"
+    )
     serve.add_argument("--max-request-texts", type=int, default=2048, metavar="N", help="inputs (%(default)s)")
     serve.add_argument("--max-body-bytes", type=int, default=8 << 20, metavar="N", help="body size (%(default)s)")
     serve.add_argument("--drain-seconds", type=float, default=30.0, metavar="S", help="after SIGTERM (%(default)s)")

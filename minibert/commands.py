@@ -355,6 +355,9 @@ def run_serve(args) -> None:
     for name in ("port", "max_batch_tokens", "max_concurrent_requests", "max_request_texts", "max_body_bytes"):
         if getattr(args, name) < (0 if name == "port" else 1):
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("max_queue_seconds", "drain_seconds"):
+        if not getattr(args, name) > 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     check_device(args.device)
     folder = resolve(args.model) if args.model else default_model()
     name = args.served_model_name or (Path(str(args.model)).name if args.model else "all-MiniLM-L6-v2")
@@ -363,6 +366,7 @@ def run_serve(args) -> None:
         max_concurrent_requests=args.max_concurrent_requests,
         max_request_texts=args.max_request_texts,
         max_body_bytes=args.max_body_bytes,
+        max_queue_seconds=args.max_queue_seconds,
         drain_seconds=args.drain_seconds,
     )
 

@@ -615,6 +615,7 @@ def main():
     )
     parser.add_argument("--dense-rounds", type=int, default=20, help="ort case: bert-base rounds (20)")
     parser.add_argument("--serve-seconds", type=float, default=20.0, help="serve case: seconds per load (20)")
+    parser.add_argument("--serve-rounds", type=int, default=3, help="serve case: alternating rounds per load (3)")
     parser.add_argument("--serve-soak", type=float, default=600.0, help="serve case: soak seconds, 0 for none (600)")
     parser.add_argument(
         "--serve-with",

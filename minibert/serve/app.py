@@ -16,7 +16,9 @@ Routes:
 
 A text longer than the model's limit is truncated unless the request says `truncate: false` (then 422,
 naming its index). Token ids are the model's own wordpiece ids; [CLS] and [SEP] are added around them.
-Limits: at most `max_concurrent_requests` requests are admitted at once (429 with Retry-After beyond),
+Limits: a request is admitted only while the work already queued would take under `max_queue_seconds`
+(at the speed of recent forwards), and at most `max_concurrent_requests` at once (429 with Retry-After
+beyond either), so that an accepted request keeps its latency under overload;
 `max_request_texts` texts per request and `max_body_bytes` per body (413), `request_seconds` to send a
 body (408). With an API key, every route but /health needs `Authorization: Bearer KEY`, compared in
 constant time. CORS is off unless origins are named. Error messages quote at most 40 characters of input.
@@ -51,7 +53,8 @@ class Refused(Exception):
 @dataclass
 class Limits:
     max_batch_tokens: int = 16384
-    max_concurrent_requests: int = 128  # at ~280 short queries/s on 2 cores, about 0.5 s of queue
+    max_concurrent_requests: int = 512
+    max_queue_seconds: float = 1.0  # admitted only while the queued work would take less than this
     max_request_texts: int = 2048
     max_body_bytes: int = 8 << 20
     request_seconds: float = 30.0  # to send a whole body

@@ -49,6 +49,7 @@ class Batcher:
         self.wake = asyncio.Event()
         self.pool = thread or ThreadPoolExecutor(1, thread_name_prefix="minibert-forward")  # the model's thread
         self.worker: asyncio.Task | None = None
+        self.seconds_per_token: float | None = None  # of recent forwards (an average that follows the load)
 
     def start(self) -> None:
         self.worker = asyncio.get_running_loop().create_task(self._run())
@@ -62,6 +63,13 @@ class Batcher:
     def depth(self) -> int:
         """Texts waiting to be computed."""
         return sum(len(j.encodings) - j.done for j in self.jobs)
+
+    def wait_seconds(self) -> float:
+        """How long the work already queued will take, at the speed of recent forwards (0 before any)."""
+        if self.seconds_per_token is None:
+            return 0.0
+        queued = sum(len(e.ids) for j in self.jobs if not j.cancelled for e in j.encodings[j.done :])
+        return queued * self.seconds_per_token
 
     async def submit(self, encodings: list) -> np.ndarray:
         job = Job(encodings, asyncio.get_running_loop().create_future())
@@ -129,8 +137,12 @@ class Batcher:
                         job.future.set_exception(error)
                     job.cancelled = True
                 continue
+            elapsed = time.perf_counter() - now
+            per_token = elapsed / max(1, sum(len(e.ids) for e in encodings))
+            old = self.seconds_per_token
+            self.seconds_per_token = per_token if old is None else 0.8 * old + 0.2 * per_token
             if self.metrics is not None:
-                self.metrics.forward_seconds.observe(time.perf_counter() - now)
+                self.metrics.forward_seconds.observe(elapsed)
             row = 0
             for job, start, end in taken:
                 job.vectors[start:end] = vectors[row : row + end - start]

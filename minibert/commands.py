@@ -381,6 +381,10 @@ def run_serve(args) -> None:
             encoder.max_length = args.max_length
         return encoder
 
+    # oneDNN keeps a compiled kernel per product shape it meets (1024 by default); a server meets a new batch
+    # shape with nearly every forward, so the cache holds little but memory. A process of its own, so it is ours
+    # to set, unless the user has.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
     api_key = args.api_key or os.environ.get("MINIBERT_API_KEY") or None
     code = serve(
         load,

@@ -3,7 +3,7 @@ batches of at most `max_batch_tokens` real tokens, longest first, as Encoder.enc
 by side on the CPU cores). A request with more texts than a batch holds is split across batches, never
 refused; a text's vector does not depend on the texts it was batched with (batch invariance, within 1e-6).
 
-When the queue runs dry, the C heap's free pages are handed back (minibert/fast/heap.py), so that a
+Every 2 s, between forwards, the C heap's free pages are handed back (minibert/fast/heap.py), so that a
 server under load for hours does not creep in memory as the corpus stream once did. The forward runs in
 one worker thread, so the event loop that reads requests and writes answers never
 waits for it; a request whose client has gone is dropped before its texts are computed. That thread
@@ -112,14 +112,17 @@ class Batcher:
         loop = asyncio.get_running_loop()
         trimmed = time.monotonic()
         while True:
+            if time.monotonic() - trimmed > 2.0:  # the C heap's free pages go back every 2 s, busy or idle
+                await loop.run_in_executor(self.pool, release_free_memory)
+                trimmed = time.monotonic()
             taken = self._take()
             if not taken:
-                if time.monotonic() - trimmed > 1.0:  # idle: the C heap's free pages go back, at most once a second
-                    await loop.run_in_executor(self.pool, release_free_memory)
-                    trimmed = time.monotonic()
                 self.wake.clear()
                 if not self.jobs:
-                    await self.wake.wait()
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), 2.0)
+                    except asyncio.TimeoutError:
+                        pass
                 continue
             encodings = [e for job, start, end in taken for e in job.encodings[start:end]]
             now = time.perf_counter()

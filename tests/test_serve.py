@@ -281,3 +281,40 @@ def test_sigterm_drains_what_is_in_flight_and_refuses_new_work():
         assert late in (503, "refused")
     finally:
         s.stop()
+
+
+def test_the_queue_delay_the_batcher_reports_follows_its_recent_forwards():
+    """Admission under --max-queue-seconds rests on this estimate: queued tokens times the seconds per token
+    of recent forwards (0 before any forward)."""
+    import asyncio
+
+    from minibert.serve.batcher import Batcher
+
+    class Slow:  # an encoder whose forward takes 1 ms per token
+        dim, pooling = 4, "mean"
+
+        def embed_encodings(self, encodings, **options):
+            import torch
+
+            time.sleep(0.001 * sum(len(e.ids) for e in encodings))
+            return torch.zeros(len(encodings), 4)
+
+    class Tokens:
+        def __init__(self, n):
+            self.ids = self.type_ids = [0] * n
+
+    async def scenario():
+        batcher = Batcher(Slow(), max_batch_tokens=100)
+        assert batcher.wait_seconds() == 0.0
+        batcher.start()
+        await batcher.submit([Tokens(50)])  # one forward of 50 tokens: about 1 ms per token
+        first = asyncio.ensure_future(batcher.submit([Tokens(100)]))
+        queued = asyncio.ensure_future(batcher.submit([Tokens(100), Tokens(100), Tokens(100)]))
+        await asyncio.sleep(0.02)  # the first is in its forward; 300 tokens wait behind it
+        estimate = batcher.wait_seconds()
+        await asyncio.gather(first, queued)
+        await batcher.stop()
+        return estimate
+
+    estimate = asyncio.run(scenario())
+    assert 0.2 < estimate < 0.6, estimate  # 300 tokens at ~1 ms each

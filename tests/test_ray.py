@@ -106,6 +106,7 @@ def test_embed_ray_script_end_to_end(minilm_dir, tmp_path):
 
 def test_ray_serve_gives_the_single_process_vectors_over_http_and_a_handle(ray_cluster, minilm_dir):
     pytest.importorskip("ray.serve", reason="Ray Serve (ray[serve]) is not installed")
+    import builtins
     import json
     import socket
     import urllib.request
@@ -118,6 +119,7 @@ def test_ray_serve_gives_the_single_process_vectors_over_http_and_a_handle(ray_c
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    print_before = builtins.print  # Ray Serve redirects print in the driver; later tests pickle the real one
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         handle = serve.run(deployment(str(minilm_dir)).bind(), route_prefix="/v1/embeddings")
@@ -133,3 +135,4 @@ def test_ray_serve_gives_the_single_process_vectors_over_http_and_a_handle(ray_c
         np.testing.assert_allclose(np.array([d["embedding"] for d in body["data"]]), expected, atol=1e-6, rtol=0)
     finally:
         serve.shutdown()
+        builtins.print = print_before

@@ -63,11 +63,12 @@ class EncoderSettings:
         max_length = max_length_for(self.tokenizer, self.config, self.max_length if max_length is None else max_length)
         return pooling, normalize, max_length
 
-    def tokenize(self, texts: list[str], max_length: int) -> tuple[list, int]:
-        """The tokenizer's encodings of `texts` (lowered first where the model asks), and how many were cut."""
+    def tokenize(self, texts: list[str], max_length: int, truncation: bool = True) -> tuple[list, int]:
+        """The tokenizer's encodings of `texts` (lowered first where the model asks), and how many were cut
+        to `max_length` (none without `truncation`: the caller then sees each encoding's whole length)."""
         if self.lowercase:
             texts = [t.lower() for t in texts]
-        encodings = self.tokenizer.encode(texts, max_length=max_length)
+        encodings = self.tokenizer.encode(texts, max_length=max_length, truncation=truncation)
         return encodings, sum(1 for e in encodings if e.overflowing)
 
     def encode_stream(self, texts, *, chunk_size: int = 4096, stats: dict | None = None, **options):

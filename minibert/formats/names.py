@@ -69,11 +69,6 @@ def is_ignored(key: str) -> bool:
     return any(p.match(key) for p in _IGNORED)
 
 
-def is_head_key(key: str) -> bool:
-    """Whether a normalized key belongs to a pretraining or task head."""
-    return key.startswith(HEAD_PREFIXES)
-
-
 def normalize_key(key: str) -> str:
     """One spelling for the variants real checkpoints use: drop `bert.`, and the legacy
     `LayerNorm.gamma` / `LayerNorm.beta` of early PyTorch ports become `weight` / `bias`."""

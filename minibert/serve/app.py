@@ -175,11 +175,8 @@ def tokenize(state: State, inputs: list, truncate: bool, direction: str = "right
     strings = [i for i, x in enumerate(inputs) if isinstance(x, str)]
     out = [None] * len(inputs)
     if strings:
-        texts = [inputs[i] for i in strings]
-        if encoder.lowercase:
-            texts = [t.lower() for t in texts]
-        whole = direction == "left" or not truncate
-        encodings = tokenizer.encode(texts, truncation=not whole, max_length=None if whole else limit)
+        whole = direction == "left" or not truncate  # cut below, by the rule for the direction asked
+        encodings, _ = encoder.tokenize([inputs[i] for i in strings], limit, truncation=not whole)
         for i, e in zip(strings, encodings):
             out[i] = e
     vocab = encoder.config.vocab_size

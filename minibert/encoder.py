@@ -236,19 +236,21 @@ class Encoder(EncoderSettings):
         if show_progress is None:
             show_progress = len(batches) > 4 and sys.stderr.isatty()
 
+        device = self.device
+
         def embed(rows):
             with torch.inference_mode():
                 batch = self.tokenizer.collate([encodings[i] for i in rows])
-                ids, types, mask = (batch[k].to(self.device) for k in ("input_ids", "token_type_ids", "attention_mask"))
+                ids, types, mask = (batch[k].to(device) for k in ("input_ids", "token_type_ids", "attention_mask"))
                 # Texts of one length need no padding mask, and attention runs faster without one.
-                output = self.model(ids, None if bool(mask.all()) else mask, types)
+                output = self.model(ids, None if bool(mask.all()) else mask, types, output_pooler=pooling == "pooler")
                 vectors = pool(output.last_hidden_state, mask, pooling, output.pooler_output)
                 return rows, F.normalize(vectors, p=2, dim=1) if normalize else vectors
 
-        out = torch.empty(len(encodings), self.dim, dtype=torch.float32, device=self.device)
+        out = torch.empty(len(encodings), self.dim, dtype=torch.float32, device=device)
         # On CPU, one batch per core, each on a single thread: this beats splitting every operation across
         # the cores (10% on the benchmark corpus with 2 cores), and gives the same numbers.
-        parallel = self.fast and self.device.type == "cpu" and len(batches) > 1
+        parallel = self.fast and device.type == "cpu" and len(batches) > 1
         with _cpu_cores(parallel) as cores, ExitStack() as stack:
             results = map(embed, batches)
             if cores > 1:
@@ -257,7 +259,7 @@ class Encoder(EncoderSettings):
                 workers = ThreadPoolExecutor(cores, initializer=torch.set_num_threads, initargs=(1,))
                 results = stack.enter_context(workers).map(embed, batches)
             for rows, vectors in _progress(results, show_progress, len(encodings)):
-                out[torch.tensor(rows, device=self.device)] = vectors
+                out[torch.tensor(rows, device=device)] = vectors
         return out
 
 

@@ -230,6 +230,7 @@ class BertModel(nn.Module):
         position_ids: torch.Tensor | None = None,  # (B, L) or (L,); None: 0, 1, ..., L-1
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        output_pooler: bool = True,  # False skips the pooler (pooler_output None) when nothing reads it
     ) -> EncoderOutput:
         check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
         B, L = input_ids.shape
@@ -255,7 +256,7 @@ class BertModel(nn.Module):
 
         return EncoderOutput(
             last_hidden_state=x,
-            pooler_output=self.pooler(x) if self.pooler is not None else None,
+            pooler_output=self.pooler(x) if self.pooler is not None and output_pooler else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )

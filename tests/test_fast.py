@@ -11,7 +11,7 @@ from reference import assert_outputs_match
 
 from minibert import BertModel, Encoder, Tokenizer
 from minibert.fast import cpu
-from minibert.fast.onednn import FusedLinear, fuse_linear_layers, onednn_linear
+from minibert.fast.onednn import FusedLayer, FusedLinear, fuse_linear_layers, onednn_linear
 
 TEXTS = ["A man is eating food.", "Short.", "A somewhat longer sentence about the weather in spring " * 3, ""]
 
@@ -35,6 +35,81 @@ def test_fused_model_matches_plain_model(minilm_dir):
             fused(**batch, output_hidden_states=True, output_attentions=True),
             plain(**batch, output_hidden_states=True, output_attentions=True),
             batch["attention_mask"],
+        )
+
+
+@pytest.fixture
+def fused_forwards(monkeypatch):
+    """Counts the FusedLayer forwards that took the fused path (each packs or reuses its stacked QKV weight)."""
+    calls = []
+    packed_qkv = FusedLayer.packed_qkv
+    monkeypatch.setattr(FusedLayer, "packed_qkv", lambda self: calls.append(self) or packed_qkv(self))
+    return calls
+
+
+def test_fused_layers_match_the_plain_model(minilm_dir, fused_forwards):
+    """The fused forward (one QKV product, residuals added inside the products), with and without a
+    padding mask, against the plain model: hidden states of every layer, and the pooler."""
+    if onednn_linear() is None:
+        pytest.skip("this torch build has no oneDNN linear kernel")
+    plain = BertModel.from_pretrained(minilm_dir)
+    fused = fuse_linear_layers(copy.deepcopy(plain))
+    assert all(type(layer) is FusedLayer for layer in fused.layers)
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    tokenizer = Tokenizer.from_pretrained(minilm_dir)
+    for texts in (TEXTS, ["one query"]):
+        batch = tokenizer(texts)
+        with torch.inference_mode():
+            assert_outputs_match(
+                fused(**batch, output_hidden_states=True),
+                plain(**batch, output_hidden_states=True),
+                batch["attention_mask"],
+            )
+    assert len(fused_forwards) == 2 * len(fused.layers)
+
+
+def test_fused_layers_step_aside_for_what_they_do_not_cover(minilm_dir, fused_forwards):
+    """Attention maps, the eager attention, training, hooks on a linear layer, a changed weight: the plain
+    Layer.forward runs (or the packed weight is remade), and the results are the plain model's."""
+    if onednn_linear() is None:
+        pytest.skip("this torch build has no oneDNN linear kernel")
+    plain = BertModel.from_pretrained(minilm_dir)
+    fused = fuse_linear_layers(copy.deepcopy(plain))
+    batch = Tokenizer.from_pretrained(minilm_dir)(TEXTS[:2])
+    with torch.inference_mode():
+        assert fused(**batch, output_attentions=True).attentions is not None
+        seen = []
+        hook = fused.layers[2].attention.key.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+        out = fused(**batch)
+        hook.remove()
+        assert seen == [(2, batch["input_ids"].shape[1], 384)]  # the hooked layer ran on its own
+        assert len(fused_forwards) == len(fused.layers) - 1  # the others fused
+        mask = batch["attention_mask"]
+        assert_outputs_match(out, plain(**batch), mask)
+        for model in (plain, fused):
+            model.layers[1].attention.value.weight.mul_(0.5)  # in place, as an optimizer step would
+        assert_outputs_match(fused(**batch), plain(**batch), mask)
+    fused_forwards.clear()
+    fused.train()
+    torch.manual_seed(0)
+    a = fused(**batch)
+    torch.manual_seed(0)
+    assert_outputs_match(a, plain.train()(**batch), mask)  # dropout drew the same masks: the plain path ran
+    a.last_hidden_state.sum().backward()
+    assert fused.layers[0].attention.query.weight.grad is not None
+    eager = fuse_linear_layers(BertModel.from_pretrained(minilm_dir, attention="eager"))
+    with torch.inference_mode():
+        eager(**batch)
+    assert fused_forwards == []
+
+
+def test_the_pooler_runs_only_when_asked(minilm_dir):
+    model = BertModel.from_pretrained(minilm_dir)
+    ids = torch.tensor([[101, 7592, 102]])
+    with torch.inference_mode():
+        assert model(ids, output_pooler=False).pooler_output is None
+        torch.testing.assert_close(
+            model(ids).pooler_output, torch.tanh(model.pooler.dense(model(ids).last_hidden_state[:, 0]))
         )
 
 

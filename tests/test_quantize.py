@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from minibert import BertForPreTraining, BertModel, CheckpointError, Encoder
-from minibert.fast.quantize import Int8Linear, calibration_texts, int8_available
+from minibert.fast import cpu, quantize
+from minibert.fast.quantize import Int8Linear, calibration_texts, fbgemm_available, int8_available
 
 pytestmark = pytest.mark.skipif(not int8_available(), reason="this torch build has no oneDNN int8 kernel")
 
@@ -38,7 +39,32 @@ def rows_cosine(a, b):
     return F.cosine_similarity(a, b, dim=-1)
 
 
-def test_int8_linear_tracks_the_float_layer():
+KERNELS = [
+    pytest.param("onednn"),
+    pytest.param("fbgemm", marks=pytest.mark.skipif(not fbgemm_available(), reason="no FBGEMM int8 kernel")),
+]
+
+
+@pytest.fixture(params=KERNELS)
+def int8_kernel(request, monkeypatch):
+    """Run the test with each int8 kernel that this machine has (minibert.fast.cpu.int8_kernel chooses by
+    rows), and check that it is the one that ran."""
+    kernel, asked = request.param, []
+    monkeypatch.setattr(quantize, "int8_kernel", lambda rows: asked.append(rows) or kernel)
+    with cpu.override(fbgemm_int8=kernel == "fbgemm"):
+        yield kernel
+    assert asked, "no int8 product asked which kernel to run"
+
+
+def test_int8_kernel_is_chosen_by_rows():
+    with cpu.override(fbgemm_int8=True):
+        assert cpu.int8_kernel(1) == cpu.int8_kernel(cpu.INT8_FBGEMM_MAX_ROWS) == "fbgemm"
+        assert cpu.int8_kernel(cpu.INT8_FBGEMM_MAX_ROWS + 1) == "onednn"
+    with cpu.override(fbgemm_int8=False):
+        assert cpu.int8_kernel(1) == "onednn"
+
+
+def test_int8_linear_tracks_the_float_layer(int8_kernel):
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 96)
     x = torch.randn(5, 7, 64)
@@ -49,6 +75,23 @@ def test_int8_linear_tracks_the_float_layer():
             assert got.shape == (5, 7, 96) and got.dtype == torch.float32
             assert rows_cosine(got, expected).min() > 0.999
             assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+
+
+def test_int8_kernels_agree_on_a_layer():
+    """FBGEMM and oneDNN multiply the same int8 weights; their activation quantization differs only in rounding."""
+    if not fbgemm_available():
+        pytest.skip("this torch build has no FBGEMM int8 kernel")
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(384, 1536)
+    x = torch.randn(9, 384)
+    with torch.inference_mode():
+        layer = Int8Linear(linear, x.abs().amax(0), gelu=True)
+        got = {}
+        for fbgemm in (False, True):
+            with cpu.override(fbgemm_int8=fbgemm):
+                got[fbgemm] = layer(x)
+    assert rows_cosine(got[True], got[False]).min() > 0.9999
+    assert (got[True] - got[False]).abs().max() < 0.01 * got[False].abs().max()
 
 
 def test_smoothing_rescues_an_outlier_channel():
@@ -66,7 +109,7 @@ def test_smoothing_rescues_an_outlier_channel():
     assert rows_cosine(smoothed, expected).min() > 0.99
 
 
-def test_int8_encoder_stays_close_to_float32(minilm_dir):
+def test_int8_encoder_stays_close_to_float32(minilm_dir, int8_kernel):
     float32 = Encoder.from_pretrained(minilm_dir)
     int8 = Encoder.from_pretrained(minilm_dir, quantize="int8")
     assert isinstance(int8.model.layers[0].ffn.down, Int8Linear)

@@ -16,6 +16,11 @@ The fast paths in `onednn.py` and `quantize.py` need instructions that not every
   it saves (the product took 20.5-21.7 ms with it and 14.7-15.0 ms without on one layer of a 32x28
   batch on a 2-core AVX2 EPYC, while F.gelu on the same tensor took 1.3 ms), so there the GELU (of the
   int8 layers, which always run through oneDNN) runs as its own operation after the product.
+- int8 products of few rows (one query, a batch of short texts) run faster through FBGEMM's dynamic int8
+  linear kernel, which quantizes the input inside its own pass, than through oneDNN's, whose input
+  minibert quantizes in separate passes: 19-46 against 71-115 us per product at 8 rows, about the same
+  at 128-1024 rows (all-MiniLM-L6-v2's shapes, 2-core AVX-512 EPYC). FBGEMM needs AVX2; above
+  `INT8_FBGEMM_MAX_ROWS` rows, oneDNN's kernel, which also applies the GELU, takes the product.
 
 `features()` answers from torch's own CPU queries, capped by ONEDNN_MAX_CPU_ISA when that variable
 limits what oneDNN may use. Tests change the answer with `override(...)`, so every branch runs on
@@ -40,6 +45,7 @@ class CPUFeatures:
     vnni: bool  # int8 dot products without 16-bit saturation
     onednn_f32: bool = True  # oneDNN's float32 linear kernel is faster than torch's (AVX-512, measured)
     fused_gelu: bool = True  # oneDNN's GELU post-op is faster than a separate GELU (AVX-512, measured)
+    fbgemm_int8: bool = True  # FBGEMM's dynamic int8 linear kernel is in this torch build (x86, AVX2 or better)
 
     def describe(self) -> str:
         extras = [
@@ -50,6 +56,7 @@ class CPUFeatures:
                 ("VNNI", self.vnni),
                 ("oneDNN float32", self.onednn_f32),
                 ("fused GELU", self.fused_gelu),
+                ("FBGEMM int8", self.fbgemm_int8),
             )
             if on
         ]
@@ -80,7 +87,18 @@ def detect() -> CPUFeatures:
         vnni=(cpu._is_vnni_supported() or cpu._is_amx_tile_supported()) and cap not in _NO_VNNI_ISAS,
         onednn_f32=onednn and avx512,
         fused_gelu=avx512,
+        fbgemm_int8="fbgemm" in torch.backends.quantized.supported_engines
+        and torch.backends.cpu.get_cpu_capability().startswith("AVX"),
     )
+
+
+# The most rows (tokens in a batch) an int8 product sends to FBGEMM rather than oneDNN.
+INT8_FBGEMM_MAX_ROWS = 512
+
+
+def int8_kernel(rows: int) -> str:
+    """Which int8 kernel computes a product of `rows` rows here: "fbgemm" or "onednn"."""
+    return "fbgemm" if features().fbgemm_int8 and rows <= INT8_FBGEMM_MAX_ROWS else "onednn"
 
 
 def model_name() -> str:

@@ -3,7 +3,10 @@
 Weights are int8 with one scale per output channel. Activations are quantized on every call (dynamic
 quantization): one scale and zero point for the whole input, from its minimum and maximum. A product of
 int8 weights and uint8 activations runs through oneDNN's int8 kernel, which also applies the scales,
-the bias and, for the first feed-forward projection, the GELU.
+the bias and, for the first feed-forward projection, the GELU. A product of few rows (a query, a batch
+of short texts) runs through FBGEMM's dynamic int8 kernel instead, which quantizes its input in the same
+call: minibert.fast.cpu.int8_kernel chooses. Both kernels hold the same int8 weights, packed each
+their own way.
 
 BERT's activations have a few channels far larger than the rest, and a range shared by all channels
 would leave the others a handful of levels. So each layer is smoothed first (SmoothQuant, Xiao et al.
@@ -32,12 +35,13 @@ place. Quantization is lossy: scripts/bench.py reports the speed and the cosine 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from minibert.fast.cpu import features
+from minibert.fast.cpu import features, int8_kernel
 from minibert.fast.onednn import linear_layer_names, swap_linear_layers
 from minibert.model import BertModel
 
@@ -66,6 +70,29 @@ def int8_available() -> bool:
         return bool(torch.equal(out, torch.full((2, 4), 8.0)))  # (130 - 128) * 0.5 * 1 * 8 inputs
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
+
+
+@functools.cache
+def fbgemm_available() -> bool:
+    """Whether FBGEMM's dynamic int8 linear kernel is in this torch build and runs here (checked once)."""
+    try:
+        packed = _fbgemm_pack(torch.ones(4, 8, dtype=torch.int8), torch.full((4,), 0.5), torch.zeros(4))
+        out = torch.ops.quantized.linear_dynamic(torch.ones(2, 8), packed, False)
+        return bool(torch.equal(out, torch.full((2, 4), 4.0)))  # 8 inputs x 1 x 0.5
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+def _fbgemm_pack(int8_weight, scale, bias):
+    """(out, in) int8 weights with one scale per output channel -> FBGEMM's packed form. Its packing takes
+    torch's quantized tensor type, which warns that it is deprecated; the kernel is probed at run time."""
+    if torch.backends.quantized.engine not in ("x86", "fbgemm"):
+        raise RuntimeError(f"the quantized engine is {torch.backends.quantized.engine!r}, not FBGEMM's")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        zero = torch.zeros(len(scale), dtype=torch.long)
+        weight = torch._make_per_channel_quantized_tensor(int8_weight, scale.double(), zero, 0)
+        return torch.ops.quantized.linear_prepack(weight, bias)
 
 
 class Int8Linear(nn.Module):
@@ -112,6 +139,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_zero_point", torch.zeros_like(scale, dtype=torch.long))
         self.register_buffer("bias", bias)
         self.packed = torch.ops.onednn.qlinear_prepack(int8_weight, None)  # oneDNN's layout, opaque
+        self.fbgemm_packed = _fbgemm_pack(int8_weight, scale, bias) if fbgemm_available() else None  # FBGEMM's
         self.gelu, self.owns_input = gelu, owns_input
         self.out_features, self.in_features = int8_weight.shape
 
@@ -136,6 +164,10 @@ class Int8Linear(nn.Module):
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (M, in)
         x = x.mul_(self.inverse_smooth) if self.owns_input else x * self.inverse_smooth  # smoothed: x_j / s_j
+        if self.fbgemm_packed is not None and int8_kernel(x.shape[0]) == "fbgemm":
+            y = torch.ops.quantized.linear_dynamic(x, self.fbgemm_packed, False)  # quantizes x itself, 8 bits
+            y = torch.nn.functional.gelu(y) if self.gelu else y
+            return y.reshape(*shape[:-1], self.out_features)
         low, high = torch.aminmax(x)
         low, high = min(float(low), 0.0), max(float(high), 0.0)  # holding 0: zero_point in 0..255
         scale = (high - low) / 255 or 1.0

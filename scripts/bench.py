@@ -1,6 +1,6 @@
 """minibert against the reference implementations, side by side in one run.
 
-    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,scale,chunks,ort,gpu,serve]
+    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,scale,chunks,ort,small,gpu,serve]
                             [--repeats 5] [--json out.json]
 
 dense      full bert-base configuration (random weights), float32: minibert BertModel (oneDNN linear
@@ -26,6 +26,11 @@ ort        (needs onnxruntime and onnx, the `bench` extra) all-MiniLM-L6-v2 expo
            min/mean and Spearman against sentence-transformers), one short query at batch 1, cold start of
            a five-sentence similarity, and bert-base 1x128 and 8x128 (plain, fused, transformers, ORT);
            see scripts/bench_ort.py
+small      (needs onnxruntime and onnx) small work against ONNX Runtime float32 and int8 in both thread
+           layouts: one short query at batch 1 (queries 20 ms apart, alternating blocks of 20; median and
+           p90) and --small-texts short texts at batch 32, minibert float32 (fast and plain), int8 and
+           bfloat16 where the CPU has native bf16; cosine to minibert's plain float32; a line per target
+           saying met or not; see scripts/bench_small.py
 chunks     Encoder.encode against encode_stream at chunk sizes 64 to 4096 on the corpus: the chunk size that
            keeps encode's speed (texts are length-sorted within a chunk only)
 gpu        (CUDA only; skipped without it) bert-base 256x128 in float16, bfloat16 and float32 with TF32
@@ -573,6 +578,12 @@ def case_ort(args, tmp):
     case_ort(args, tmp, RESULTS)
 
 
+def case_small(args, tmp):
+    from bench_small import case_small
+
+    case_small(args, tmp, RESULTS)
+
+
 def case_serve(args, tmp):
     from bench_serve import case_serve
 
@@ -588,6 +599,7 @@ CASES = {
     "gpu": case_gpu,
     "scale": case_scale,
     "ort": case_ort,
+    "small": case_small,
     "chunks": case_chunks,
     "serve": case_serve,
 }
@@ -613,6 +625,8 @@ def main():
         default="corpus,query,cold,dense",
         help="ort case: which parts, from corpus, query, cold, dense (all)",
     )
+    parser.add_argument("--small-queries", type=int, default=200, help="small case: queries per contender (200)")
+    parser.add_argument("--small-texts", type=int, default=3000, help="small case: short texts (3000)")
     parser.add_argument("--dense-rounds", type=int, default=20, help="ort case: bert-base rounds (20)")
     parser.add_argument("--serve-seconds", type=float, default=20.0, help="serve case: seconds per load (20)")
     parser.add_argument("--serve-rounds", type=int, default=3, help="serve case: alternating rounds per load (3)")

@@ -52,9 +52,11 @@ class Encoder(EncoderSettings):
         _warn_if_slow_bfloat16(model)
         global _encoders_made
         _encoders_made = True
-        if fast:  # oneDNN linear layers with the GELU fused, on CPU (see minibert/fast/onednn.py); same weights
-            from minibert.fast.onednn import fuse_linear_layers
+        # oneDNN linear layers with the GELU fused, and fused layers, on CPU where they pay (see
+        # minibert/fast/onednn.py); the same weights
+        from minibert.fast.onednn import fuse_linear_layers, fusion_pays
 
+        if fast and fusion_pays(model):
             fuse_linear_layers(model)
         self.fast = fast  # also: batches side by side on CPU cores, in encode
         self.model = model.eval()

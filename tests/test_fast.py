@@ -103,6 +103,21 @@ def test_fused_layers_step_aside_for_what_they_do_not_cover(minilm_dir, fused_fo
     assert fused_forwards == []
 
 
+def test_encoder_fuses_layers_only_where_that_pays(minilm_dir):
+    """Without the oneDNN float32 kernel (AVX2) a float32 Encoder keeps the plain layers, which are then
+    as fast and skip the checks; int8 layers are fused there too (one product for query, key and value)."""
+    from minibert.model import Layer
+
+    with cpu.override(onednn_f32=False):
+        plain = Encoder.from_pretrained(minilm_dir)
+        assert type(plain.model.layers[0]) is Layer and type(plain.model.layers[0].attention.query) is torch.nn.Linear
+        from minibert.fast.quantize import int8_available
+
+        if int8_available():
+            assert type(Encoder.from_pretrained(minilm_dir, quantize="int8").model.layers[0]) is FusedLayer
+    assert type(Encoder.from_pretrained(minilm_dir).model.layers[0]) is FusedLayer
+
+
 def test_the_pooler_runs_only_when_asked(minilm_dir):
     model = BertModel.from_pretrained(minilm_dir)
     ids = torch.tensor([[101, 7592, 102]])

@@ -129,6 +129,24 @@ def test_int8_encoder_stays_close_to_float32(minilm_dir, int8_kernel):
     assert float(alone @ got[0]) > 0.99 and float(alone @ ref[0]) > 0.99
 
 
+def test_fused_int8_layers_run_query_key_value_as_one_product(minilm_dir):
+    """quantize_int8 smooths query, key and value alike, so Encoder's fused layers run them as one FBGEMM
+    product on few rows; the vectors are those of the layers run one by one."""
+    from minibert.fast.onednn import FusedLayer
+
+    if not fbgemm_available():
+        pytest.skip("this torch build has no FBGEMM int8 kernel")
+    fused = Encoder.from_pretrained(minilm_dir, quantize="int8")
+    apart = Encoder.from_pretrained(minilm_dir, quantize="int8", fast=False)
+    attention = apart.model.layers[0].attention
+    assert torch.equal(attention.query.inverse_smooth, attention.value.inverse_smooth)
+    assert all(type(layer) is FusedLayer for layer in fused.model.layers)
+    with cpu.override(fbgemm_int8=True):
+        got, expected = fused.encode(TEXTS[:8], batch_size=8), apart.encode(TEXTS[:8], batch_size=8)
+    assert all(isinstance(layer._int8_qkv, tuple) for layer in fused.model.layers)  # stacked, and used
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
 def test_int8_refuses_what_it_cannot_do(minilm_dir):
     with pytest.raises(ValueError, match="quantize must be None or 'int8', got 'int4'"):
         Encoder.from_pretrained(minilm_dir, quantize="int4")

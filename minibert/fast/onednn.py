@@ -132,28 +132,39 @@ class FusedLayer(Layer):
     products where Layer.forward runs six products and two additions: query, key and value as one product
     of their weights side by side, and each residual addition inside the product before it (a binary
     post-op). For one short query that is most of the time outside the products themselves (all-MiniLM-L6-v2,
-    8 tokens: 6.6 -> 5.2 ms on the 2-core AVX-512 EPYC). Results differ from Layer.forward by float
-    rounding only. Whatever the fused forward does not cover takes Layer.forward: attention maps, the
-    eager attention, training, hooks on a linear layer (minibert.tools.trace), layers that are not
-    FusedLinear (int8), and any device or dtype the oneDNN kernel does not take here."""
+    8 tokens: 5.8 -> 4.2 ms on the 2-core AVX-512 EPYC). Results differ from Layer.forward by float
+    rounding only. int8 layers whose query, key and value share their smoothing (quantize_int8 makes them
+    so) run those three as one FBGEMM product, where the rows are few enough for FBGEMM
+    (minibert.fast.cpu.int8_kernel). Whatever the fused forward does not cover takes Layer.forward:
+    attention maps, the eager attention, training, hooks on a linear layer (minibert.tools.trace), and
+    any device or dtype the kernels do not take here."""
 
     def __init__(self, layer: Layer):
         nn.Module.__init__(self)
         self.attention, self.attention_norm = layer.attention, layer.attention_norm
         self.ffn, self.ffn_norm, self.dropout = layer.ffn, layer.ffn_norm, layer.dropout
         self._packed_qkv = None  # (which weights it was made from, packed weight, bias), made on first use
+        self._int8_qkv = None  # (FBGEMM's stacked weights, shared inverse smoothing) or False, made once
         self.train(layer.training)
 
     def forward(self, x, mask, output_attentions=False):
-        if output_attentions or not self._fusable(x):
+        path = None if output_attentions else self._fused_path(x)
+        if path is None:
             return super().forward(x, mask, output_attentions)
         a, ffn = self.attention, self.ffn
         B, L, H = x.shape
-        weight, bias = self.packed_qkv()
-        qkv = onednn_linear()(x, weight, bias, "none", [], "")  # (B, L, 3H): query, key, value side by side
+        if path == "float":
+            weight, bias = self.packed_qkv()
+            qkv = onednn_linear()(x, weight, bias, "none", [], "")  # (B, L, 3H): query, key, value side by side
+        else:
+            packed, inverse_smooth = self._int8_qkv
+            qkv = torch.ops.quantized.linear_dynamic((x * inverse_smooth).view(B * L, H), packed, False)
         q, k, v = qkv.view(B, L, 3, a.num_heads, a.head_size).permute(2, 0, 3, 1, 4)  # each (B, N, L, D)
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, N, L, D)
         context = context.transpose(1, 2).reshape(B, L, H)
+        if path == "int8":
+            x = self.attention_norm(x + a.output(context))
+            return self.ffn_norm(x + ffn(x)), None
         x = self.attention_norm(a.output.plus(context, x))  # norm(x + output(context))
         inner = ffn.up(x) if isinstance(ffn, GeluFeedForward) else ffn.act(ffn.up(x))  # (B, L, I)
         return self.ffn_norm(ffn.down.plus(inner, x)), None  # norm(x + down(inner))
@@ -162,17 +173,28 @@ class FusedLayer(Layer):
         a = self.attention
         return a.query, a.key, a.value, a.output, self.ffn.up, self.ffn.down
 
-    def _fusable(self, x) -> bool:
+    def _fused_path(self, x) -> str | None:
+        """ "float", "int8", or None for Layer.forward."""
         a = self.attention
         linears = self._linears()
-        return (
-            not self.training
-            and a.implementation == "sdpa"
-            and a.record is None
-            and all(type(m) is FusedLinear for m in linears)
-            and not any(m._forward_hooks or m._forward_pre_hooks for m in linears)
-            and all(m._runs_onednn(x) for m in (a.query, a.key, a.value))
-        )
+        if (
+            self.training
+            or a.implementation != "sdpa"
+            or a.record is not None
+            or any(m._forward_hooks or m._forward_pre_hooks for m in linears)
+        ):
+            return None
+        if all(type(m) is FusedLinear for m in linears):
+            return "float" if all(m._runs_onednn(x) for m in (a.query, a.key, a.value)) else None
+        from minibert.fast.cpu import int8_kernel
+        from minibert.fast.quantize import Int8Linear
+
+        if not all(type(m) is Int8Linear for m in linears) or x.device.type != "cpu" or x.dtype != torch.float32:
+            return None
+        if self._int8_qkv is None:
+            self._int8_qkv = Int8Linear.stacked_fbgemm(linears[:3]) or False
+        fits = self._int8_qkv and int8_kernel(x.shape[0] * x.shape[1]) == "fbgemm"
+        return "int8" if fits else None
 
     def packed_qkv(self):
         """query, key and value's weights stacked (3H, H) and packed for oneDNN, with their biases (3H,),
@@ -185,8 +207,8 @@ class FusedLayer(Layer):
             self._packed_qkv = (made_from, pack_weight(weight), bias)
         return self._packed_qkv[1:]
 
-    def __getstate__(self):  # copy.deepcopy and pickling: the packed weight is remade on first use
-        return {**super().__getstate__(), "_packed_qkv": None}
+    def __getstate__(self):  # copy.deepcopy and pickling: the packed weights are remade on first use
+        return {**super().__getstate__(), "_packed_qkv": None, "_int8_qkv": None}
 
 
 def swap_linear_layers(model: nn.Module, make) -> nn.Module:
@@ -247,6 +269,19 @@ def _linear(module, part, name):
             f"{', '.join(n for n, _ in module.named_children()) or 'none'}"
         )
     return child
+
+
+def fusion_pays(model: nn.Module) -> bool:
+    """Whether fuse_linear_layers makes `model` faster here: on CPU, in a dtype that oneDNN's kernel takes
+    on this CPU (minibert.fast.cpu), or with int8 layers, whose query, key and value it runs as one product.
+    Elsewhere the swapped layers would run torch's own kernels after a few more checks per call: one
+    8-token query took 8.4 instead of 8.0 ms that way (EPYC held to AVX2)."""
+    from minibert.fast.quantize import Int8Linear
+
+    param = next(model.parameters())
+    if param.device.type != "cpu":
+        return False
+    return onednn_dtype_ok(param.dtype) or any(isinstance(m, Int8Linear) for m in model.modules())
 
 
 def fuse_linear_layers(model: BertModel) -> BertModel:

@@ -102,7 +102,8 @@ class Int8Linear(nn.Module):
     leaves the channels as they are. `owns_input`: nothing reads the input after this layer (the
     attention context, the feed-forward's inner activation), so it may be overwritten, saving a copy.
     `weight_max`: the largest int8 weight, 127 with VNNI and 63 without (see the module docstring);
-    None asks minibert.fast.cpu.
+    None asks minibert.fast.cpu. `weight_absmax`: per input channel, the largest |w| to smooth against,
+    when layers that read the same input share one smoothing (query, key and value); None: this weight's.
     """
 
     def __init__(
@@ -113,13 +114,14 @@ class Int8Linear(nn.Module):
         gelu: bool = False,
         owns_input: bool = False,
         weight_max: int | None = None,
+        weight_absmax: torch.Tensor | None = None,
     ):
         super().__init__()
         weight = linear.weight.detach().float()  # (out, in)
         smooth = torch.ones(weight.shape[1])
         if input_absmax is not None:  # s_j = max|x_j|^alpha / max|w_j|^(1 - alpha)
             x_max = input_absmax.float().clamp(min=1e-5)
-            w_max = weight.abs().amax(0).clamp(min=1e-5)
+            w_max = (weight.abs().amax(0) if weight_absmax is None else weight_absmax.float()).clamp(min=1e-5)
             smooth = (x_max.pow(alpha) / w_max.pow(1 - alpha)).clamp(min=1e-5)
         bias = linear.bias.detach().float() if linear.bias is not None else None
         self._set(weight * smooth, 1 / smooth, bias, gelu, owns_input, weight_max)  # column j times s_j
@@ -154,6 +156,22 @@ class Int8Linear(nn.Module):
         else:
             layer._set(None, inverse_smooth, bias, gelu, owns_input, weight_max, int8_weight, scale)
         return layer
+
+    @staticmethod
+    def stacked_fbgemm(layers) -> tuple | None:
+        """For layers that share their input smoothing and weight range (query, key and value quantized
+        together): (FBGEMM's packing of their weights stacked, the shared inverse smoothing); None where
+        they do not share them or FBGEMM is missing (a fused layer then runs them one by one)."""
+        first = layers[0]
+        if not fbgemm_available() or any(
+            m.weight_max != first.weight_max or not torch.equal(m.inverse_smooth, first.inverse_smooth) for m in layers
+        ):
+            return None
+        parts = [(m.int8_weight, m.weight_scale, m.bias) for m in layers]
+        if any(b is None for _, _, b in parts):
+            return None
+        weight, scale, bias = (torch.cat(t) for t in zip(*parts))
+        return _fbgemm_pack(weight, scale, bias), first.inverse_smooth
 
     def saved_tensors(self) -> dict[str, torch.Tensor]:
         """What a saved int8 model holds for this layer, by suffix of its Hugging Face key prefix."""
@@ -255,13 +273,22 @@ def quantize_int8(model: BertModel, batches, alpha: float = 0.7) -> BertModel:
     model = model.float().eval()
     names = linear_layer_names(model)  # refuses a model whose layout it does not know, before calibrating
     absmax = linear_input_absmax(model, batches, names)
+    # Query, key and value read the same input: one smoothing for the three, from their weights' joint
+    # column maxima, lets a fused layer run them as one product (minibert.fast.onednn.FusedLayer).
+    modules = dict(model.named_modules())
+    joint = {}
+    for name in names:
+        prefix, _, part = name.rpartition(".")
+        if part in ("query", "key", "value"):
+            parts = [modules[f"{prefix}.{p}"].weight.detach().float().abs().amax(0) for p in ("query", "key", "value")]
+            joint[name] = torch.stack(parts).amax(0)
 
     def make(name, linear, gelu, owns_input):
         if type(linear) is not nn.Linear:
             raise ValueError(f"{name} is a {type(linear).__name__}; int8 quantization starts from nn.Linear layers")
         if name not in absmax:
             raise ValueError(f"calibration saw no input for {name}: the model's forward does not use it")
-        return Int8Linear(linear, absmax[name], alpha, gelu=gelu, owns_input=owns_input)
+        return Int8Linear(linear, absmax[name], alpha, gelu=gelu, owns_input=owns_input, weight_absmax=joint.get(name))
 
     return swap_linear_layers(model, make)
 

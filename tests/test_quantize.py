@@ -50,16 +50,20 @@ def int8_kernel(request, monkeypatch):
     """Run the test with each int8 kernel that this machine has (minibert.fast.cpu.int8_kernel chooses by
     rows), and check that it is the one that ran."""
     kernel, asked = request.param, []
-    monkeypatch.setattr(quantize, "int8_kernel", lambda rows: asked.append(rows) or kernel)
+    monkeypatch.setattr(quantize, "int8_kernel", lambda rows, gelu=False: asked.append(rows) or kernel)
     with cpu.override(fbgemm_int8=kernel == "fbgemm"):
         yield kernel
     assert asked, "no int8 product asked which kernel to run"
 
 
 def test_int8_kernel_is_chosen_by_rows():
-    with cpu.override(fbgemm_int8=True):
+    with cpu.override(fbgemm_int8=True, fused_gelu=True):
         assert cpu.int8_kernel(1) == cpu.int8_kernel(cpu.INT8_FBGEMM_MAX_ROWS) == "fbgemm"
         assert cpu.int8_kernel(cpu.INT8_FBGEMM_MAX_ROWS + 1) == "onednn"
+        assert cpu.int8_kernel(cpu.INT8_FBGEMM_MAX_ROWS_GELU, gelu=True) == "fbgemm"
+        assert cpu.int8_kernel(cpu.INT8_FBGEMM_MAX_ROWS_GELU + 1, gelu=True) == "onednn"  # oneDNN fuses the GELU
+        with cpu.override(fused_gelu=False):  # it would not: FBGEMM up to the common limit
+            assert cpu.int8_kernel(cpu.INT8_FBGEMM_MAX_ROWS, gelu=True) == "fbgemm"
     with cpu.override(fbgemm_int8=False):
         assert cpu.int8_kernel(1) == "onednn"
 

@@ -20,7 +20,10 @@ The fast paths in `onednn.py` and `quantize.py` need instructions that not every
   linear kernel, which quantizes the input inside its own pass, than through oneDNN's, whose input
   minibert quantizes in separate passes: 19-46 against 71-115 us per product at 8 rows, about the same
   at 128-1024 rows (all-MiniLM-L6-v2's shapes, 2-core AVX-512 EPYC). FBGEMM needs AVX2; above
-  `INT8_FBGEMM_MAX_ROWS` rows, oneDNN's kernel, which also applies the GELU, takes the product.
+  `INT8_FBGEMM_MAX_ROWS` rows, oneDNN's kernel takes the product. The first feed-forward projection
+  goes to oneDNN from fewer rows where oneDNN applies its GELU inside the product (AVX-512), which FBGEMM
+  cannot: at 512 rows FBGEMM and a separate GELU took 4.8 ms against oneDNN's 2.6 ms, at 128 rows
+  about the same (one thread, 384 -> 1536).
 
 `features()` answers from torch's own CPU queries, capped by ONEDNN_MAX_CPU_ISA when that variable
 limits what oneDNN may use. Tests change the answer with `override(...)`, so every branch runs on
@@ -92,13 +95,18 @@ def detect() -> CPUFeatures:
     )
 
 
-# The most rows (tokens in a batch) an int8 product sends to FBGEMM rather than oneDNN.
+# The most rows (tokens in a batch) an int8 product sends to FBGEMM rather than oneDNN, and the most for
+# a product followed by the GELU where oneDNN would apply it inside its kernel.
 INT8_FBGEMM_MAX_ROWS = 512
+INT8_FBGEMM_MAX_ROWS_GELU = 128
 
 
-def int8_kernel(rows: int) -> str:
-    """Which int8 kernel computes a product of `rows` rows here: "fbgemm" or "onednn"."""
-    return "fbgemm" if features().fbgemm_int8 and rows <= INT8_FBGEMM_MAX_ROWS else "onednn"
+def int8_kernel(rows: int, gelu: bool = False) -> str:
+    """Which int8 kernel computes a product of `rows` rows (followed by the GELU, if `gelu`) here:
+    "fbgemm" or "onednn"."""
+    f = features()
+    limit = INT8_FBGEMM_MAX_ROWS_GELU if gelu and f.fused_gelu else INT8_FBGEMM_MAX_ROWS
+    return "fbgemm" if f.fbgemm_int8 and rows <= limit else "onednn"
 
 
 def model_name() -> str:

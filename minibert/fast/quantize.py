@@ -182,7 +182,7 @@ class Int8Linear(nn.Module):
         shape = x.shape
         x = x.reshape(-1, shape[-1])  # (M, in)
         x = x.mul_(self.inverse_smooth) if self.owns_input else x * self.inverse_smooth  # smoothed: x_j / s_j
-        if self.fbgemm_packed is not None and int8_kernel(x.shape[0]) == "fbgemm":
+        if self.fbgemm_packed is not None and int8_kernel(x.shape[0], self.gelu) == "fbgemm":
             y = torch.ops.quantized.linear_dynamic(x, self.fbgemm_packed, False)  # quantizes x itself, 8 bits
             y = torch.nn.functional.gelu(y) if self.gelu else y
             return y.reshape(*shape[:-1], self.out_features)

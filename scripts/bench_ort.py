@@ -178,11 +178,18 @@ def gelu_apart(model, ids, apart: bool):
         return model(ids)
 
 
-def case_ort(args, tmp, results: dict):
+def onnx_missing(case: str) -> bool:
+    """Whether onnxruntime or onnx is missing, saying that `case` is skipped if so."""
     import importlib.util
 
     if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        print("\n## ort: skipped (pip install onnxruntime onnx, the `bench` extra)")
+        print(f"\n## {case}: skipped (pip install onnxruntime onnx, the `bench` extra)")
+        return True
+    return False
+
+
+def case_ort(args, tmp, results: dict):
+    if onnx_missing("ort"):
         return
     import onnxruntime
     from bench import alternate, bert_base_folder, natural_sentences

@@ -49,14 +49,12 @@ def cosine(a, b) -> np.ndarray:
 
 
 def case_small(args, tmp, results: dict):
-    import importlib.util
+    from bench_ort import OrtEncoder, export, onnx_missing, short_texts
 
-    if importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnx") is None:
-        print("\n## small: skipped (pip install onnxruntime onnx, the `bench` extra)")
+    if onnx_missing("small"):
         return
     import onnxruntime
     from bench import alternate
-    from bench_ort import OrtEncoder, export, short_texts
 
     from minibert import Encoder
     from minibert.fast.cpu import features, model_name

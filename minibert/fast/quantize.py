@@ -43,7 +43,7 @@ import torch.nn as nn
 
 from minibert.fast.cpu import features, int8_kernel
 from minibert.fast.onednn import linear_layer_names, swap_linear_layers
-from minibert.model import BertModel
+from minibert.model import BertModel, SelfAttention
 
 
 @functools.cache
@@ -275,13 +275,12 @@ def quantize_int8(model: BertModel, batches, alpha: float = 0.7) -> BertModel:
     absmax = linear_input_absmax(model, batches, names)
     # Query, key and value read the same input: one smoothing for the three, from their weights' joint
     # column maxima, lets a fused layer run them as one product (minibert.fast.onednn.FusedLayer).
-    modules = dict(model.named_modules())
     joint = {}
-    for name in names:
-        prefix, _, part = name.rpartition(".")
-        if part in ("query", "key", "value"):
-            parts = [modules[f"{prefix}.{p}"].weight.detach().float().abs().amax(0) for p in ("query", "key", "value")]
-            joint[name] = torch.stack(parts).amax(0)
+    for name, attention in model.named_modules():
+        if isinstance(attention, SelfAttention):
+            stacked = torch.cat([attention.query.weight, attention.key.weight, attention.value.weight])
+            column_max = stacked.detach().float().abs().amax(0)
+            joint |= dict.fromkeys((f"{name}.query", f"{name}.key", f"{name}.value"), column_max)
 
     def make(name, linear, gelu, owns_input):
         if type(linear) is not nn.Linear:

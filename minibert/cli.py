@@ -24,7 +24,9 @@ from minibert.commands import (
     run_similarity,
     run_tokenize,
 )
-from minibert.settings import NUMPY_MAX_TEXTS, POOLINGS
+from minibert.engine.pooling import POOLINGS
+from minibert.serve.limits import Limits
+from minibert.settings import COMPUTE_DTYPES, DTYPE_NAMES, NUMPY_MAX_TEXTS
 from minibert.tools.terminal import printable
 
 
@@ -265,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     dump.add_argument(
         "--pair", action="append", metavar="TEXT", help="a second text (segment B) for each text, in order; repeat it"
     )
-    dump.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "float64"))
+    dump.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
     dump.add_argument("--head", action="append", choices=("mlm", "nsp"), help="also dump these head logits")
     dump.add_argument("-o", "--output", metavar="FILE", required=True, help="the .safetensors file to write")
 
@@ -298,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         PARITY_EXAMPLES,
     )
     parity.add_argument("--device", help="cpu (default) or cuda")
-    parity.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    parity.add_argument("--dtype", default="float32", choices=COMPUTE_DTYPES)
     parity.add_argument(
         "--texts",
         dest="texts_file",
@@ -336,17 +338,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="what requests give as model (default: the folder's name; all-MiniLM-L6-v2)",
     )
     serve.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
-    serve.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="compute dtype (default: float32)")
+    serve.add_argument("--dtype", choices=COMPUTE_DTYPES, help="compute dtype (default: float32)")
     serve.add_argument("--quantize", choices=("int8",), help="int8 on CPU, calibrated at start (see quantize)")
     serve.add_argument("--max-length", type=int, metavar="N", help="tokens per input (default: the model's)")
-    serve.add_argument("--max-batch-tokens", type=int, default=16384, metavar="N", help="per forward (%(default)s)")
-    serve.add_argument("--max-concurrent-requests", type=int, default=512, metavar="N", help="then 429 (%(default)s)")
-    serve.add_argument(
-        "--max-queue-seconds", type=float, default=1.0, metavar="S", help="queued work, then 429 (%(default)s)"
-    )
-    serve.add_argument("--max-request-texts", type=int, default=2048, metavar="N", help="inputs (%(default)s)")
-    serve.add_argument("--max-body-bytes", type=int, default=8 << 20, metavar="N", help="body size (%(default)s)")
-    serve.add_argument("--drain-seconds", type=float, default=30.0, metavar="S", help="after SIGTERM (%(default)s)")
+    defaults = Limits()
+    for name, help in (  # each a field of minibert/serve/limits.py, which holds the defaults
+        ("max_batch_tokens", "real tokens per request batch, the texts of many requests computed together"),
+        ("max_concurrent_requests", "admitted at once, until each answer is sent; then 429"),
+        (
+            "max_queue_seconds",
+            "admit only while the queued work would take less (at the speed of recent batches); then 429",
+        ),
+        ("max_request_texts", "inputs per request; then 413"),
+        ("max_body_bytes", "body size; then 413"),
+        ("max_connections", "open at once; one more gets 503"),
+        ("max_header_bytes", "the request line and headers; then 431"),
+        ("header_seconds", "to send them, from a request's first byte; then 408"),
+        ("body_seconds", "to send a body; then 408"),
+        ("idle_seconds", "a connection without a request in progress is closed after this"),
+        ("write_seconds", "for a client to read an answer; then the connection is dropped"),
+        ("drain_seconds", "after SIGTERM or Ctrl-C, to finish what is in flight; then 503"),
+    ):
+        kind = type(getattr(defaults, name))
+        serve.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=getattr(defaults, name),
+            metavar="N" if kind is int else "S",
+            help=help + " (%(default)s)",
+        )
+    serve.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
     serve.add_argument("--api-key", metavar="KEY", help="require Bearer KEY (default: $MINIBERT_API_KEY, or none)")
     serve.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="allow browsers from ORIGIN (repeat)")
 

@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from minibert.engine.pooling import POOLINGS
 from minibert.formats.atomic import check_file_target
-from minibert.settings import NUMPY_MAX_TEXTS, POOLINGS
+from minibert.settings import NUMPY_MAX_TEXTS
 from minibert.tools.terminal import display_width, format_matrix, pad, printable
 
 
@@ -180,8 +181,6 @@ class _stdout:
 
 
 def run_similarity(args) -> None:
-    import numpy as np
-
     from minibert.formats.hub import default_model, resolve
     from minibert.numpy_encoder import NumpyEncoder, numpy_can_load
 
@@ -192,9 +191,8 @@ def run_similarity(args) -> None:
         encoder = NumpyEncoder.from_pretrained(folder, lowercase=args.lowercase)
     else:
         encoder = load_encoder(folder, lowercase=args.lowercase)
-    vectors = encoder.encode(args.texts)
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    print(format_matrix(args.texts, unit @ unit.T))
+    vectors = encoder.encode(args.texts, normalize=True)
+    print(format_matrix(args.texts, vectors @ vectors.T))
 
 
 def run_tokenize(args) -> None:
@@ -339,53 +337,71 @@ def run_convert(args) -> None:
 
 
 def run_serve(args) -> None:
+    import dataclasses
     import importlib.util
+    import ipaddress
     import os
 
-    for module in ("starlette", "uvicorn", "prometheus_client"):
+    for module in ("starlette", "h11", "prometheus_client"):
         if importlib.util.find_spec(module) is None:
             raise UsageError(
                 f"needs {module}, part of the serve extra: pip install 'minibert-encoder[serve]' "
                 "(from a clone: '.[serve]')"
             )
     from minibert.formats.hub import default_model, resolve
-    from minibert.serve.app import Limits
+    from minibert.serve.limits import Limits
     from minibert.serve.run import serve
 
-    for name in ("port", "max_batch_tokens", "max_concurrent_requests", "max_request_texts", "max_body_bytes"):
-        if getattr(args, name) < (0 if name == "port" else 1):
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    for name in ("max_queue_seconds", "drain_seconds"):
-        if not getattr(args, name) > 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if not 1 <= args.port <= 65535:
+        raise UsageError(f"--port must be from 1 to 65535, got {args.port}")
+    names = [field.name for field in dataclasses.fields(Limits)]
+    try:
+        limits = Limits(**{name: getattr(args, name) for name in names})
+    except ValueError as e:
+        name = str(e).split()[0]
+        raise UsageError(f"--{name.replace('_', '-')}{str(e)[len(name) :]}") from None
+    api_key = args.api_key if args.api_key is not None else os.environ.get("MINIBERT_API_KEY")
+    if api_key is not None:
+        where = "--api-key" if args.api_key is not None else "MINIBERT_API_KEY"
+        if not api_key:
+            raise UsageError(
+                f"{where} is empty, which would let every client in; leave it unset to serve without a key"
+            )
+        if not api_key.isascii() or not api_key.isprintable() or " " in api_key:
+            raise UsageError(
+                f"{where} must be printable ASCII without spaces: a client sends it in an HTTP header, "
+                "where other characters never arrive as typed"
+            )
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback and api_key is None:
+        print(
+            f"minibert serve: warning: listening on {args.host} without an API key: anyone who can reach this "
+            "machine can use the server (--api-key KEY or MINIBERT_API_KEY)",
+            file=sys.stderr,
+        )
     check_device(args.device)
     folder = resolve(args.model) if args.model else default_model()
     name = args.served_model_name or (Path(str(args.model)).name if args.model else "all-MiniLM-L6-v2")
-    limits = Limits(
-        max_batch_tokens=args.max_batch_tokens,
-        max_concurrent_requests=args.max_concurrent_requests,
-        max_request_texts=args.max_request_texts,
-        max_body_bytes=args.max_body_bytes,
-        max_queue_seconds=args.max_queue_seconds,
-        drain_seconds=args.drain_seconds,
-    )
 
     def load():
         from minibert.encoder import Encoder
 
-        encoder = Encoder.from_pretrained(
-            folder, device=args.device, dtype=args.dtype, quantize=args.quantize, lowercase=args.lowercase
+        return Encoder.from_pretrained(
+            folder,
+            device=args.device,
+            dtype=args.dtype,
+            quantize=args.quantize,
+            lowercase=args.lowercase,
+            max_length=args.max_length,
         )
-        if args.max_length is not None:
-            encoder.options(max_length=args.max_length)  # checked against the model
-            encoder.max_length = args.max_length
-        return encoder
 
     # oneDNN keeps a compiled kernel per product shape it meets (1024 by default); a server meets a new batch
     # shape with nearly every forward, so the cache holds little but memory. A process of its own, so it is ours
     # to set, unless the user has.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
-    api_key = args.api_key or os.environ.get("MINIBERT_API_KEY") or None
     code = serve(
         load,
         model_name=name,
@@ -394,6 +410,7 @@ def run_serve(args) -> None:
         limits=limits,
         api_key=api_key,
         cors_origins=args.cors_origin,
+        access_log=not args.no_access_log,
     )
     if code:
         raise SystemExit(code)

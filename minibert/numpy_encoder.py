@@ -18,17 +18,20 @@ from pathlib import Path
 import numpy as np
 
 from minibert.config import BertConfig, read_json
+from minibert.engine.core import Engine
+from minibert.engine.numpy_backend import NumpyBackend
+from minibert.engine.text_encoder import TextEncoder
 from minibert.formats.hub import default_model, resolve
 from minibert.formats.int8 import is_int8_folder
 from minibert.formats.names import hf_shapes
 from minibert.formats.sentence_transformers import read_sentence_transformers_settings
-from minibert.settings import EncoderSettings, warn_truncated
-from minibert.tokenizer import Tokenizer, as_text_list
+from minibert.tokenizer import Tokenizer
 from minibert.tools import spec
 
 
-class NumpyEncoder(EncoderSettings):
-    """An Encoder whose forward pass is minibert.tools.spec.encode, in float32 numpy."""
+class NumpyEncoder(TextEncoder):
+    """An Encoder whose forward pass is minibert.tools.spec.encode, in float32 numpy (the engine's numpy
+    backend)."""
 
     def __init__(
         self,
@@ -41,20 +44,27 @@ class NumpyEncoder(EncoderSettings):
         max_length: int | None = None,
         lowercase: bool = False,
     ):
-        super().__init__(
-            config,
+        self.weights = weights
+        engine = Engine(
+            NumpyBackend(weights, config),
             tokenizer,
-            "pooler.dense.weight" in weights,
             pooling=pooling,
             normalize=normalize,
             max_length=max_length,
             lowercase=lowercase,
+            max_batch_tokens=None,  # one batch at a time, sorted by length: this backend is for a few texts
         )
-        self.weights = weights
+        super().__init__(engine)
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path=None, *, revision=None, local_files_only=False, lowercase: bool | None = None
+        cls,
+        name_or_path=None,
+        *,
+        revision=None,
+        local_files_only=False,
+        lowercase: bool | None = None,
+        max_length: int | None = None,
     ) -> NumpyEncoder:
         """Load a model folder with a model.safetensors (or a Hub id), as Encoder.from_pretrained does:
         the same sentence-transformers settings, the same tokenizer. Every weight the configuration needs
@@ -79,45 +89,10 @@ class NumpyEncoder(EncoderSettings):
         weights = spec.load_weights(folder)
         check_weights(weights, config, folder / "model.safetensors")
         tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
-        return cls(weights, config, tokenizer, **read_sentence_transformers_settings(folder))
-
-    def encode(
-        self,
-        texts,
-        *,
-        pooling: str | None = None,
-        normalize: bool | None = None,
-        batch_size: int = 32,
-        max_length: int | None = None,
-    ):
-        """Embed a string, giving (H,), or a list of strings, giving (N, H), float32, rows in input order."""
-        single = isinstance(texts, str)
-        texts = as_text_list(texts, "texts")
-        out, stats = self._encode(
-            texts, pooling=pooling, normalize=normalize, batch_size=batch_size, max_length=max_length
-        )
-        warn_truncated(stats["truncated"], len(texts), stats["max_length"])
-        return out[0] if single else out
-
-    def _encode(
-        self, texts: list[str], *, pooling=None, normalize=None, batch_size=32, max_length=None, show_progress=None
-    ):
-        """encode's work on a list of strings: the vectors, and {tokens, truncated, max_length} (as the torch
-        Encoder's, for encode_stream). No progress bar: this backend is for a few texts."""
-        pooling, normalize, max_length = self.options(pooling, normalize, max_length, batch_size)
-        encodings, truncated = self.tokenize(texts, max_length)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))  # little padding per batch
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = self.tokenizer.pad_arrays([encodings[i] for i in rows])
-            ids, types, mask = batch["input_ids"], batch["token_type_ids"], batch["attention_mask"]
-            output = spec.encode(self.weights, self.config, ids, None if mask.all() else mask, types)
-            vectors = pool(output["last_hidden_state"], mask, pooling, output["pooler_output"])
-            if normalize:
-                vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-            out[rows] = vectors
-        return out, {"tokens": sum(len(e.ids) for e in encodings), "truncated": truncated, "max_length": max_length}
+        settings = read_sentence_transformers_settings(folder)
+        if max_length is not None:
+            settings["max_length"] = max_length
+        return cls(weights, config, tokenizer, **settings)
 
 
 def numpy_can_load(folder) -> bool:
@@ -146,17 +121,3 @@ def check_weights(weights: dict, config: BertConfig, path) -> None:
         if not np.isfinite(weights[key]).all():
             bad = int((~np.isfinite(weights[key])).sum())
             raise ValueError(f"{path}: weight {key!r} holds {bad} NaN or infinite values")
-
-
-def pool(h: np.ndarray, mask: np.ndarray, pooling: str, pooler_output=None) -> np.ndarray:
-    """(B, L, H) token vectors -> (B, H), ignoring padding; as minibert.encoder.pool."""
-    m = mask[:, :, None].astype(h.dtype)
-    if pooling == "mean":
-        return (h * m).sum(1) / np.maximum(m.sum(1), 1e-9)
-    if pooling == "mean_sqrt_len":
-        return (h * m).sum(1) / np.sqrt(np.maximum(m.sum(1), 1e-9))
-    if pooling == "max":
-        return np.where(m > 0, h, np.finfo(h.dtype).min).max(1)
-    if pooling == "cls":
-        return h[:, 0]
-    return pooler_output

@@ -185,9 +185,18 @@ class Tokenizer:
             raise ValueError(f"texts tokenize to different lengths {lengths}; use padding=True")
         return self.collate(encodings)
 
-    def encode(self, texts, text_pairs=None, *, max_length: int | None = None, truncation: bool = True) -> list:
+    def encode(
+        self,
+        texts,
+        text_pairs=None,
+        *,
+        max_length: int | None = None,
+        truncation: bool = True,
+        direction: str = "right",
+    ) -> list:
         """The `tokenizers.Encoding` of each text (or pair), unpadded; `.overflowing` is non-empty where
-        truncation cut something off."""
+        truncation cut something off (reading it builds every cut-off piece: for a long text, many). A cut
+        on the `direction` "left" keeps the end of the text."""
         texts = as_text_list(texts, "texts")
         if text_pairs is not None:
             text_pairs = as_text_list(text_pairs, "text_pairs")
@@ -201,7 +210,7 @@ class Tokenizer:
         inputs = texts if text_pairs is None else list(zip(texts, text_pairs))
         with self._lock:
             if truncation:
-                self.backend.enable_truncation(limit, strategy="longest_first")
+                self.backend.enable_truncation(limit, strategy="longest_first", direction=direction)
             else:
                 self.backend.no_truncation()
             try:

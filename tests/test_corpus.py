@@ -64,7 +64,7 @@ def test_encode_stream_equals_encode_and_reads_lazily(encoder):
 
 def test_encode_stream_gives_free_memory_back_after_each_chunk(encoder, monkeypatch):
     calls = []
-    monkeypatch.setattr("minibert.settings.release_free_memory", lambda: calls.append(1))
+    monkeypatch.setattr("minibert.engine.core.release_free_memory", lambda: calls.append(1))
     for n, _ in enumerate(encoder.encode_stream(corpus(50), chunk_size=20), 1):
         assert len(calls) == n  # before each chunk is handed out
     assert n == 3

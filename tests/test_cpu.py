@@ -118,9 +118,9 @@ def test_bfloat16_linear_with_onednn_bf16_uses_onednn():
 
 @pytest.mark.parametrize("native", [False, True])
 def test_bfloat16_encoder_is_correct_and_warns_once_without_native_bf16(minilm_dir, native, monkeypatch):
-    import minibert.encoder
+    import minibert.engine.torch_backend
 
-    monkeypatch.setattr(minibert.encoder, "_warned_bfloat16", False)
+    monkeypatch.setattr(minibert.engine.torch_backend, "_warned_bfloat16", False)
     reference = Encoder.from_pretrained(minilm_dir).encode(TEXTS)
     with cpu.override(native_bf16=native, onednn_bf16=native and cpu.detect().onednn_bf16):
         with warnings.catch_warnings(record=True) as caught:

@@ -109,6 +109,7 @@ def test_ray_serve_gives_the_single_process_vectors_over_http_and_a_handle(ray_c
     import builtins
     import json
     import socket
+    import urllib.error
     import urllib.request
 
     from ray import serve
@@ -128,11 +129,27 @@ def test_ray_serve_gives_the_single_process_vectors_over_http_and_a_handle(ray_c
         by_handle = [response.result() for response in pending]
         np.testing.assert_allclose(np.concatenate(by_handle), expected, atol=1e-6, rtol=0)
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/embeddings", method="POST", data=json.dumps({"input": TEXTS[:6]}).encode()
+            f"http://127.0.0.1:{port}/v1/embeddings",
+            method="POST",
+            data=json.dumps({"input": TEXTS[:6], "encoding_format": "float"}).encode(),
+            headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=120) as response:
             body = json.loads(response.read())
         np.testing.assert_allclose(np.array([d["embedding"] for d in body["data"]]), expected, atol=1e-6, rtol=0)
+        engine = Encoder.from_pretrained(minilm_dir).engine
+        tokens = sum(len(e.ids) for e in engine.tokenize(TEXTS[:6], engine.options())[0])
+        assert body["model"] == minilm_dir.name and body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+        for bad, status in (({"input": "x", "model": "other"}, 404), ({"input": "x", "encoding_format": []}, 400)):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/embeddings",
+                method="POST",
+                data=json.dumps(bad).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=120)
+            assert refused.value.code == status
     finally:
         serve.shutdown()
         builtins.print = print_before

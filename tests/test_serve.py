@@ -4,11 +4,8 @@ by the real `openai` client and by plain HTTP, its vectors held to Encoder.encod
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -17,8 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from serving import Server
 
 from minibert import Encoder
+from minibert.engine.core import TokenIds
 
 pytest.importorskip("starlette", reason="the serve extra (starlette, uvicorn, prometheus-client) is not installed")
 openai = pytest.importorskip("openai", reason="the openai client (a test dependency) is not installed")
@@ -27,65 +26,9 @@ MODEL = "all-MiniLM-L6-v2"
 TEXTS = ["A man is eating food.", "The girl is carrying a baby.", "短い", "", "A dog barks at the moon " * 40]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`minibert serve ARGS` on a free port, ready once it prints its line."""
-
-    def __init__(self, *args, env=None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "minibert", "serve", "--port", str(self.port), *args],
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-        self.lines = []
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            line = self.process.stderr.readline()
-            if not line and self.process.poll() is not None:
-                raise RuntimeError(f"the server exited: {''.join(self.lines)}")
-            self.lines.append(line)
-            if line.startswith("minibert: serving"):
-                threading.Thread(target=lambda: self.lines.extend(self.process.stderr), daemon=True).start()
-                return
-        raise RuntimeError("the server did not get ready in 180 s")
-
-    def request(self, path, body=None, raw=None, headers=None, method=None):
-        """(status, headers, parsed JSON or text) of one request; bodies as JSON, or `raw` bytes."""
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method or ("POST" if data else "GET"),
-            headers={"Content-Type": "application/json", **(headers or {})},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=120) as response:
-                status, head, payload = response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as e:
-            status, head, payload = e.code, dict(e.headers), e.read()
-        text = payload.decode()
-        try:
-            return status, head, json.loads(text)
-        except json.JSONDecodeError:
-            return status, head, text
-
-    def stop(self):
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def server():
-    s = Server()
+    s = Server("--max-queue-seconds", "60")  # these tests check answers, not admission
     yield s
     s.stop()
 
@@ -126,9 +69,7 @@ def test_tei_routes_and_their_options(server, encoder):
     status, _, left = server.request("/embed", {"inputs": [long + "end"], "truncation_direction": "Left"})
     tokens = encoder.tokenizer.encode([long + "end"], truncation=False)[0].ids
     kept = [tokens[0], *tokens[len(tokens) - 255 : -1], tokens[-1]]
-    ids_only = encoder.embed_encodings(
-        [type("E", (), {"ids": kept, "type_ids": [0] * 256})()], pooling="mean", normalize=True
-    ).numpy()
+    ids_only = encoder.engine.embed([TokenIds(kept)], encoder.engine.options(normalize=True)).numpy()
     assert status == 200 and np.allclose(left, ids_only, atol=1e-5)
     status, _, pieces = server.request("/tokenize", {"inputs": "Hello world"})
     assert status == 200 and [p["text"] for p in pieces[0]] == ["[CLS]", "hello", "world", "[SEP]"]
@@ -159,7 +100,10 @@ def test_requests_that_cannot_be_served_get_one_line_4xx(server):
         got, _, reply = server.request("/v1/embeddings", raw=data)
         assert got == status and message in reply["error"]["message"], (data[:20], reply)
     with socket.create_connection(("127.0.0.1", server.port)) as conn:  # 9 MiB announced: refused unread
-        conn.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 9437184\r\n\r\n")
+        conn.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 9437184\r\n\r\n"
+        )
         conn.settimeout(30)
         reply = b""
         while b"larger" not in reply and (chunk := conn.recv(65536)):
@@ -212,7 +156,7 @@ def test_metrics_count_what_was_sent(server):
         "minibert_batch_tokens_bucket",
         "minibert_queue_seconds_bucket",
         "minibert_tokenize_seconds_bucket",
-        "minibert_forward_seconds_bucket",
+        "minibert_batch_seconds_bucket",
         "minibert_serialize_seconds_bucket",
     ):
         assert series in metrics
@@ -283,38 +227,31 @@ def test_sigterm_drains_what_is_in_flight_and_refuses_new_work():
         s.stop()
 
 
-def test_the_queue_delay_the_batcher_reports_follows_its_recent_forwards():
-    """Admission under --max-queue-seconds rests on this estimate: queued tokens times the seconds per token
-    of recent forwards (0 before any forward)."""
+def test_the_queue_delay_follows_what_recent_request_batches_took():
+    """Admission under --max-queue-seconds rests on this estimate: queued tokens in request batches, each
+    costing what recent batches of that size cost (0 before any)."""
     import asyncio
+    from concurrent.futures import ThreadPoolExecutor
 
-    from minibert.serve.batcher import Batcher
+    from minibert.serve.queue import Queue
 
-    class Slow:  # an encoder whose forward takes 1 ms per token
-        dim, pooling = 4, "mean"
-
-        def embed_encodings(self, encodings, **options):
-            import torch
-
-            time.sleep(0.001 * sum(len(e.ids) for e in encodings))
-            return torch.zeros(len(encodings), 4)
-
-    class Tokens:
-        def __init__(self, n):
-            self.ids = self.type_ids = [0] * n
+    def forward(encodings):  # 5 ms a batch, and 1 ms per token
+        time.sleep(0.005 + 0.001 * sum(len(e.ids) for e in encodings))
+        return np.zeros((len(encodings), 4), np.float32)
 
     async def scenario():
-        batcher = Batcher(Slow(), max_batch_tokens=100)
-        assert batcher.wait_seconds() == 0.0
-        batcher.start()
-        await batcher.submit([Tokens(50)])  # one forward of 50 tokens: about 1 ms per token
-        first = asyncio.ensure_future(batcher.submit([Tokens(100)]))
-        queued = asyncio.ensure_future(batcher.submit([Tokens(100), Tokens(100), Tokens(100)]))
-        await asyncio.sleep(0.02)  # the first is in its forward; 300 tokens wait behind it
-        estimate = batcher.wait_seconds()
+        queue = Queue(forward, 4, max_batch_tokens=100, thread=ThreadPoolExecutor(1))
+        assert queue.wait_seconds() == 0.0
+        queue.start()
+        await queue.submit([TokenIds([0] * 10)])
+        await queue.submit([TokenIds([0] * 90)])  # two sizes: the overhead and the rate per token
+        first = asyncio.ensure_future(queue.submit([TokenIds([0] * 100)]))
+        queued = asyncio.ensure_future(queue.submit([TokenIds([0] * 100)] * 3))
+        await asyncio.sleep(0.03)  # the first is in its forward; 3 batches of 100 tokens wait behind it
+        estimate = queue.wait_seconds()
         await asyncio.gather(first, queued)
-        await batcher.stop()
+        await queue.stop()
         return estimate
 
     estimate = asyncio.run(scenario())
-    assert 0.2 < estimate < 0.6, estimate  # 300 tokens at ~1 ms each
+    assert 0.25 < estimate < 0.5, estimate  # 3 x (5 ms + 100 x 1 ms), and each thread hand-over

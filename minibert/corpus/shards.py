@@ -242,12 +242,12 @@ def input_format(path: str, given: str | None = None) -> str:
 def run_record(encoder, folder, *, pooling=None, normalize=None, max_length=None, batch_size=32, quantize=None):
     """(settings, model) as a folder's manifest records them and `resume` compares them: encode's options
     resolved against the encoder's defaults, and the model folder with the sha256 of its weights."""
-    pooling, normalize, max_length = encoder.options(pooling, normalize, max_length, batch_size)
+    options = encoder.engine.options(pooling=pooling, normalize=normalize, max_length=max_length, batch_size=batch_size)
     settings = {
-        "pooling": pooling,
-        "normalize": normalize,
-        "max_length": max_length,
-        "batch_size": batch_size,
+        "pooling": options.pooling,
+        "normalize": options.normalize,
+        "max_length": options.max_length,
+        "batch_size": options.batch_size,
         "dtype": "float32",
         "quantize": quantize,
     }

@@ -1,0 +1,49 @@
+"""Token vectors -> one vector per text: the pooling modes as one table, and L2 normalisation, each written
+once for both backends. `xp` is the backend's array module (numpy or torch); h is (B, L, H) float32, m the
+(B, L, 1) mask of real tokens in h's dtype, pooler the (B, H) pooler output where the model has one.
+
+The modes are sentence-transformers' Pooling modes (mean, cls, max, mean_sqrt_len) and BERT's pooler.
+Torch-free at import."""
+
+from __future__ import annotations
+
+
+def mean(xp, h, m, pooler):
+    return (h * m).sum(1) / m.sum(1).clip(min=1e-9)
+
+
+def mean_sqrt_len(xp, h, m, pooler):
+    return (h * m).sum(1) / m.sum(1).clip(min=1e-9) ** 0.5
+
+
+def max_(xp, h, m, pooler):
+    # real tokens keep their values exactly; padding becomes the dtype's lowest value, which never wins
+    return xp.amax(h * m + (1 - m) * xp.finfo(h.dtype).min, 1)
+
+
+def cls(xp, h, m, pooler):
+    return h[:, 0]
+
+
+def pooler_output(xp, h, m, pooler):
+    return pooler
+
+
+# name -> (function, whether it needs the model's pooler weights)
+POOLINGS = {
+    "mean": (mean, False),
+    "cls": (cls, False),
+    "pooler": (pooler_output, True),
+    "max": (max_, False),
+    "mean_sqrt_len": (mean_sqrt_len, False),
+}
+
+
+def pool(xp, h, m, pooling: str, pooler=None):
+    """(B, H) vectors from (B, L, H) token vectors and their (B, L, 1) mask, by the mode named `pooling`."""
+    return POOLINGS[pooling][0](xp, h, m, pooler)
+
+
+def l2_normalize(xp, v):
+    """Each row scaled to unit length; a zero row stays zero (its norm is held to at least 1e-12)."""
+    return v / ((v * v).sum(1) ** 0.5).clip(min=1e-12)[:, None]

@@ -156,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("-o", "--output", metavar="OUT", help="output file, written whole or not at all")
     embed.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
     embed.add_argument(
+        "--dtype",
+        choices=COMPUTE_DTYPES,
+        help="compute dtype (default: float32); bfloat16 is faster only where the CPU has bfloat16 dot "
+        "products (AVX512_BF16, AMX), and its vectors are within about 0.9999 cosine of float32's",
+    )
+    embed.add_argument(
         "--input-format",
         choices=("text", "jsonl", "parquet"),
         help="text (one per line), jsonl or parquet (default: from the file's extension)",

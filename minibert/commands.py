@@ -58,7 +58,7 @@ def run_embed(args) -> None:
         embed.check_not_input(output, source)
     check_device(args.device)
     texts = embed.read_texts(source)
-    encoder = load_encoder(args.model, args.device, args.quantize, args.lowercase)
+    encoder = load_encoder(args.model, args.device, args.quantize, args.lowercase, args.dtype)
     # The output is opened before the work, so an unwritable place fails now, and written to a temporary
     # name that becomes `output` only once every byte is on disk (minibert/formats/atomic.py).
     with atomic_open(output) if output is not None else _stdout() as out:
@@ -79,7 +79,7 @@ def run_embed_folder(args, source, output: Path, options: dict, start: float) ->
     embed.check_folder_run(source, output, args.resume, args.force)
     check_device(args.device)
     folder = resolve(args.model) if args.model else default_model()
-    encoder = load_encoder(folder, args.device, args.quantize, args.lowercase)
+    encoder = load_encoder(folder, args.device, args.quantize, args.lowercase, args.dtype)
     bar = None
     if sys.stderr.isatty():
         from tqdm.auto import tqdm
@@ -200,8 +200,9 @@ def run_tokenize(args) -> None:
     from minibert.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.from_pretrained(args.model or default_model(), lowercase=args.lowercase)
-    batch = tokenizer([args.text], None if args.pair is None else [args.pair], truncation=False)
-    ids, types = batch["input_ids"][0].tolist(), batch["token_type_ids"][0].tolist()
+    # the tokenizer's encodings, not its tensors: this command never imports torch
+    encoding = tokenizer.encode([args.text], None if args.pair is None else [args.pair], truncation=False)[0]
+    ids, types = encoding.ids, encoding.type_ids
     tokens = [printable(t) for t in tokenizer.convert_ids_to_tokens(ids)]
     width = max(display_width(t) for t in tokens + ["token"])
     print(f"{'#':>4}  {pad('token', width)}  {'id':>6}  type")
@@ -416,7 +417,16 @@ def run_serve(args) -> None:
         raise SystemExit(code)
 
 
-def load_encoder(model, device=None, quantize=None, lowercase=None):
+def load_encoder(model, device=None, quantize=None, lowercase=None, dtype=None):
     from minibert.encoder import Encoder
 
-    return Encoder.from_pretrained(model, device=device, quantize=quantize, lowercase=lowercase)
+    if quantize and dtype not in (None, "float32"):
+        raise UsageError(f"--quantize int8 computes in float32 around its int8 products; drop --dtype {dtype}")
+    if quantize:  # seconds of work before the first text: say so, and how to skip it next time
+        print(
+            "minibert: calibrating int8 on texts from the vocabulary (a few seconds; `minibert quantize` "
+            "saves a calibrated model that loads without this)",
+            file=sys.stderr,
+            flush=True,
+        )
+    return Encoder.from_pretrained(model, device=device, quantize=quantize, lowercase=lowercase, dtype=dtype)

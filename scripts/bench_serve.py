@@ -100,8 +100,28 @@ class Server:
         self.process.wait()
 
 
-async def closed_loop(server: Server, model: str, make, clients: int, seconds: float, seed=0) -> dict:
-    """`clients` each sending one request after another for `seconds`."""
+HEALTH_PROBE = """
+import json, sys, time, urllib.request
+url, seconds, times = sys.argv[1], float(sys.argv[2]), []
+stop = time.time() + seconds
+while time.time() < stop:
+    start = time.perf_counter()
+    urllib.request.urlopen(url, timeout=30).read()
+    times.append(time.perf_counter() - start)
+    time.sleep(0.05)
+print(json.dumps(times))
+"""
+
+
+def health_probe(server: Server, seconds: float) -> subprocess.Popen:
+    """A process of its own (so that the load generator's own work does not delay it) that asks /health every
+    50 ms for `seconds` and prints the latencies."""
+    url = f"http://127.0.0.1:{server.port}/health"
+    return subprocess.Popen([sys.executable, "-c", HEALTH_PROBE, url, str(seconds)], stdout=subprocess.PIPE, text=True)
+
+
+async def closed_loop(server: Server, model: str, make, clients: int, seconds: float, seed=0, health=False) -> dict:
+    """`clients` each sending one request after another for `seconds`; with `health`, /health's p99 meanwhile."""
     import aiohttp
 
     url = f"http://127.0.0.1:{server.port}{server.path}"
@@ -121,10 +141,18 @@ async def closed_loop(server: Server, model: str, make, clients: int, seconds: f
 
     cpu = server.cpu()
     began = time.perf_counter()
+    probe = health_probe(server, seconds - 1) if health else None
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
         await asyncio.gather(*(client(i, session) for i in range(clients)))
-    return summary(latencies, statuses, time.perf_counter() - began, server.cpu() - cpu, server.peak)
+    out = summary(latencies, statuses, time.perf_counter() - began, server.cpu() - cpu, server.peak)
+    if probe is not None:
+        import json
+
+        times = sorted(json.loads(probe.communicate()[0]))
+        out["health_p99_ms"] = 1000 * times[min(len(times) - 1, int(0.99 * len(times)))]
+        out["health_max_ms"] = 1000 * times[-1]
+    return out
 
 
 async def open_loop(server: Server, model: str, make, rate: float, seconds: float, seed=0) -> dict:
@@ -149,7 +177,14 @@ async def open_loop(server: Server, model: str, make, rate: float, seconds: floa
 
     cpu = server.cpu()
     began = time.perf_counter()
-    tasks = []
+    tasks, rss = [], []
+
+    async def sample():  # the server's RSS every 10 s
+        while True:
+            rss.append((time.perf_counter() - began, server.rss() / 2**20))
+            await asyncio.sleep(10)
+
+    sampler = asyncio.ensure_future(sample())
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
         next_at = began
@@ -158,8 +193,9 @@ async def open_loop(server: Server, model: str, make, rate: float, seconds: floa
             tasks.append(asyncio.ensure_future(one(session, {"model": model, "input": make(rng)})))
             next_at += rng.expovariate(rate)
         await asyncio.gather(*tasks)
+    sampler.cancel()
     out = summary(latencies, statuses, time.perf_counter() - began, server.cpu() - cpu, server.peak)
-    out.update(offered=len(tasks), rss_start_mib=rss_start / 2**20, rss_end_mib=server.rss() / 2**20)
+    out.update(offered=len(tasks), rss_start_mib=rss_start / 2**20, rss_end_mib=server.rss() / 2**20, rss=rss)
     return out
 
 
@@ -183,6 +219,8 @@ def summary(latencies, statuses, seconds, cpu, peak) -> dict:
 
 def show(name, load, r) -> None:
     extra = {k: v for k, v in r["statuses"].items() if k != 200}
+    if "health_p99_ms" in r:
+        extra["/health p99 / max ms"] = f"{r['health_p99_ms']:.1f} / {r['health_max_ms']:.1f}"
     print(
         f"{name:22}{load:28}{r['requests_per_s']:9.1f} req/s{r['p50_ms']:9.1f}{r['p99_ms']:9.1f} ms"
         f"{r['peak_rss_mib']:8.0f} MiB{1000 * r['cpu_s_per_request']:8.1f} ms cpu/req"
@@ -267,8 +305,9 @@ def case_serve(args, tmp, results) -> None:
             for _ in range(args.serve_rounds):
                 for name in names:
                     server = running[name]
+                    health = name == "minibert" and clients == 64  # /health while saturated
                     rounds[name].append(
-                        asyncio.run(closed_loop(server, model_of(name, folder), make, clients, seconds))
+                        asyncio.run(closed_loop(server, model_of(name, folder), make, clients, seconds, health=health))
                     )
             for name in names:
                 r = median_round(rounds[name])
@@ -306,6 +345,13 @@ def overload(server: Server, args, results: dict, seconds: float) -> None:
     growth = soak["rss_end_mib"] / soak["rss_start_mib"] - 1
     errors = sum(v for k, v in soak["statuses"].items() if k != 200)
     print(f"  soak: RSS {soak['rss_start_mib']:.0f} -> {soak['rss_end_mib']:.0f} MiB ({growth:+.1%}), errors {errors}")
+    after = [mib for t, mib in soak["rss"] if t >= 120]  # from minute 2 on, sampled every 10 s
+    if len(after) > 1:
+        late = after[-1] / after[0] - 1
+        soak["rss_growth_from_minute_2"] = late
+        print(
+            f"  soak: RSS from minute 2 {after[0]:.0f} -> {after[-1]:.0f} MiB ({late:+.1%}), max {max(after):.0f} MiB"
+        )
     over = asyncio.run(open_loop(server, model, short_query, 3 * peak, seconds))
     show(name, "3x peak offered", over)
     lost = over["offered"] - sum(over["statuses"].values())

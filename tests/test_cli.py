@@ -112,11 +112,20 @@ def test_embed_int8(input_file, expected):
         pytest.skip("this torch build has no oneDNN int8 kernel")
     result = run("embed", "--quantize", "int8", "--format", "jsonl", str(input_file))
     assert result.returncode == 0, result.stderr
+    assert b"minibert: calibrating int8 on texts from the vocabulary" in result.stderr  # seconds of work: said
     got = np.array([json.loads(line)["embedding"] for line in result.stdout.decode().splitlines()])
     assert got.shape == expected.shape
     assert ((got * expected).sum(1) > 0.97).all()  # lossy, but the same vectors to within int8
     result = run("embed", "--quantize", "int8", "--device", "meta", "--format", "tsv", str(input_file))
     assert result.returncode == 2 and b"device 'meta' is not supported" in result.stderr
+
+
+def test_tokenize_without_torch():
+    code = "import sys, runpy; sys.argv = ['minibert', 'tokenize', 'Unaffable!']; "
+    code += "runpy.run_module('minibert', run_name='__main__')"
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, timeout=120)
+    assert done.returncode == 0 and b"una" in done.stdout
+    assert b"| torch\n" not in done.stderr  # the command's time is the tokenizer's, not torch's import
 
 
 def test_tokenize():

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -122,7 +123,14 @@ def test_repeated_sigkill_and_resume_give_the_uninterrupted_vectors(tmp_path):
             break
         assert code == -signal.SIGKILL, err
         manifest = read_manifest(tmp_path / "killed")  # always a whole, valid manifest
-        read_vectors(tmp_path / "killed", verify=True)  # naming only whole shards
+        if manifest["complete"]:  # killed on its way out, after the last shard
+            read_vectors(tmp_path / "killed", verify=True)
+        else:
+            with pytest.warns(UserWarning, match="holds an interrupted run: the first .* rows of its input"):
+                read_vectors(tmp_path / "killed", verify=True)  # naming only whole shards
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                read_vectors(tmp_path / "killed", partial=True)  # told: no warning
         assert manifest["rows"] == sum(s["rows"] for s in manifest["shards"])
     assert code == 0 and kills >= 2, (code, kills)
     killed = read_vectors(tmp_path / "killed", verify=True)
@@ -431,3 +439,24 @@ def test_shards_are_written_by_time_too_and_a_resume_batches_alike(tmp_path, enc
     )
     assert [s["rows"] for s in manifest["shards"]] == [8, 8, 8, 3] and manifest["chunk_size"] == 4096
     np.testing.assert_allclose(np.asarray(read_vectors(tmp_path / "v")), encoder.encode(texts), atol=1e-6, rtol=0)
+
+
+def test_chunk_size_bounds_every_shard(tmp_path):
+    """--chunk-size 600 gives shards of 600 rows (texts are encoded 512 at a time at most, and never across a
+    chunk's end), and a resumed run encodes the same pieces."""
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(corpus(1300, seed=3)) + "\n")
+    code, err = finish(embed(source, "-o", f"{tmp_path / 'v'}/", "--chunk-size", 600))
+    assert code == 0, err
+    assert [s["rows"] for s in read_manifest(tmp_path / "v")["shards"]] == [600, 600, 100]
+
+
+def test_embed_takes_a_dtype_and_records_it(tmp_path, encoder):
+    source = tmp_path / "in.txt"
+    texts = corpus(20, seed=4)
+    source.write_text("\n".join(texts) + "\n")
+    code, err = finish(embed(source, "-o", f"{tmp_path / 'v'}/", "--dtype", "bfloat16"))
+    assert code == 0, err
+    assert read_manifest(tmp_path / "v")["settings"]["dtype"] == "bfloat16"
+    got, want = np.asarray(read_vectors(tmp_path / "v")), encoder.encode(texts)
+    assert ((got * want).sum(1) > 0.99).all()  # bfloat16's vectors, within its rounding of float32's

@@ -19,15 +19,20 @@ text field and an optional id field per line), or Parquet (the same two columns,
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from minibert.engine.core import warn_truncated
+from minibert.fast.heap import release_free_memory
 
 FORMAT = "minibert-vectors/1"
 MANIFEST = "manifest.json"
@@ -248,7 +253,7 @@ def run_record(encoder, folder, *, pooling=None, normalize=None, max_length=None
         "normalize": options.normalize,
         "max_length": options.max_length,
         "batch_size": options.batch_size,
-        "dtype": "float32",
+        "dtype": str(next(encoder.model.parameters()).dtype).removeprefix("torch."),
         "quantize": quantize,
     }
     return settings, {"folder": str(Path(folder).resolve()), "weights_sha256": weights_sha256(folder)}
@@ -373,6 +378,20 @@ ENCODE_ROWS = 512  # texts per encode call at most: shards are cut only between 
 SHARD_SECONDS = 30.0  # a shard is written at least this often, so that a kill keeps a small run's work too
 
 
+def pieces(texts, start: int, chunk_size: int):
+    """The texts from row `start` on, in the pieces they are encoded in: at most ENCODE_ROWS rows, never across
+    a multiple of `chunk_size`, and counted from the start of each chunk, so that a shard holds exactly
+    `chunk_size` rows and a run resumed after any shard encodes the same pieces as an uninterrupted one."""
+    texts, position = iter(texts), start
+    while True:
+        size = min(ENCODE_ROWS - position % chunk_size % ENCODE_ROWS, chunk_size - position % chunk_size)
+        piece = list(itertools.islice(texts, size))
+        if not piece:
+            return
+        yield piece
+        position += len(piece)
+
+
 def embed_to_folder(
     encoder,
     source: Source,
@@ -395,8 +414,8 @@ def embed_to_folder(
     over in a folder that holds a run (its manifest, shards and ids files go; anything else is refused).
     `progress(rows_done)` is called as rows are embedded.
 
-    Texts are encoded in chunks of min(chunk_size, ENCODE_ROWS) rows counted from the first row, and shards
-    are cut only between chunks, so a resumed run batches every text exactly as an uninterrupted one."""
+    Texts are encoded in `pieces`, and shards are cut only between pieces, so a shard holds at most
+    `chunk_size` rows and a resumed run batches every text exactly as an uninterrupted one."""
     folder = Path(folder)
     fingerprint = source.fingerprint()
     if resume and (folder / MANIFEST).is_file():
@@ -473,18 +492,24 @@ def embed_to_folder(
         started = time.monotonic()
 
     stats = {} if stats is None else stats
-    encode_rows = min(chunk_size, ENCODE_ROWS)
-    for _, vectors in encoder.encode_stream(
-        texts(), chunk_size=encode_rows, stats=stats, show_progress=False, **options
-    ):
+    stats.update(texts=0, tokens=0, truncated=0)
+    engine = encoder.engine
+    options = engine.options(**options)
+    for piece in pieces(texts(), done, chunk_size):
+        vectors, piece_stats = engine.encode(piece, options, show_progress=False)
+        for key in ("tokens", "truncated"):
+            stats[key] += piece_stats[key]
+        stats["texts"] += len(piece)
+        release_free_memory()  # otherwise the heap fragments and resident memory creeps piece by piece
         pending.append(vectors)
         held = sum(len(v) for v in pending)
-        if held >= chunk_size or time.monotonic() - started >= shard_seconds:
+        if (done + held) % chunk_size == 0 or time.monotonic() - started >= shard_seconds:  # a chunk's end
             write_shard()
         if progress is not None:
             progress(done + sum(len(v) for v in pending))
     if pending:
         write_shard()
+    warn_truncated(stats["truncated"], stats["texts"], options.max_length)
     manifest["complete"] = True
     _write_json(folder / MANIFEST, manifest)
     return manifest
@@ -567,7 +592,16 @@ class Vectors:
             yield from part
 
 
-def read_vectors(folder, verify: bool = False) -> Vectors:
+def read_vectors(folder, verify: bool = False, partial: bool = False) -> Vectors:
     """The vectors of a folder written by `minibert embed -o DIR/`, in input order (memory-mapped).
-    `verify=True` also checks every shard's sha256 against the manifest."""
-    return Vectors(folder, verify=verify)
+    `verify=True` also checks every shard's sha256 against the manifest. A run that was interrupted holds
+    only its first rows: that is a warning, unless `partial=True` says the caller knows."""
+    vectors = Vectors(folder, verify=verify)
+    if not vectors.manifest["complete"] and not partial:
+        warnings.warn(
+            f"{folder} holds an interrupted run: the first {len(vectors)} rows of its input, not all of them "
+            "(run the same `minibert embed` with --resume to finish it; read_vectors(..., partial=True) "
+            "reads a partial run without this warning)",
+            stacklevel=2,
+        )
+    return vectors

@@ -161,7 +161,7 @@ def route(name: str, openai_errors: bool):
                     raise Refused(503, message, headers={"Retry-After": "1"})
                 check_content_type(request)
                 body = await read_body(request, state.limits)
-                body = await computed(request, state.infer.run(api.parse_json, body))
+                body = await computed(request, state.infer.run(api.parse_json, body, size=len(body)))
                 permit = state.infer.try_acquire_permit()
                 status, payload = await handler(request, state, body, info)
                 return Answer(payload, status, done=done)
@@ -272,7 +272,9 @@ async def embeddings(request: Request, state: State, body, info: dict):
     options = state.encoder.engine.options(truncate=req.truncate)
     vectors, tokens = await embed_inputs(request, state, req.inputs, options, info)
     start = time.perf_counter()
-    payload = await state.infer.run(api.embeddings_body, vectors, req.encoding_format, state.model_name, tokens)
+    payload = await state.infer.run(
+        api.embeddings_body, vectors, req.encoding_format, state.model_name, tokens, size=vectors.size
+    )
     state.metrics.serialize_seconds.observe(time.perf_counter() - start)
     return 200, payload
 
@@ -285,7 +287,7 @@ async def embed(request: Request, state: State, body, info: dict):
     )
     vectors, _ = await embed_inputs(request, state, req.inputs, options, info)
     start = time.perf_counter()
-    payload = await state.infer.run(api.vectors_body, vectors)
+    payload = await state.infer.run(api.vectors_body, vectors, size=vectors.size)
     state.metrics.serialize_seconds.observe(time.perf_counter() - start)
     return 200, payload
 
@@ -314,7 +316,7 @@ def tokens_of(engine, inputs: list) -> bytes:
 async def tokenize_route(request: Request, state: State, body, info: dict):
     inputs = api.parse_tokenize(body, state.limits)
     try:
-        return 200, await state.infer.run(tokens_of, state.encoder.engine, inputs)
+        return 200, await state.infer.run(tokens_of, state.encoder.engine, inputs, size=sum(map(len, inputs)))
     except ValueError as e:
         raise Refused(400, str(e), "inputs") from None
 

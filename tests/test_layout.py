@@ -111,3 +111,15 @@ def test_imports_go_one_way():
 
 def test_model_imports_nothing_from_the_loader_at_import_time():
     assert [t for t, at_import in _imports(PACKAGE / "model.py") if at_import] == ["config"]
+
+
+def test_the_readme_tour_names_every_module():
+    """README.md's tour of the code has a row for every module, and no row for a module that is gone."""
+    import re
+
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    tour = readme[readme.index("## A tour of the code") :]
+    tour = tour[: tour.index("\n## ", 3)]
+    named = set(re.findall(r"^\| `minibert/([\w/]+)\.py` \|", tour, flags=re.M))
+    modules = {name.replace(".", "/") for name, _ in _modules()} - {"__main__", "ray"}  # entry points
+    assert sorted(modules - named) == [] and sorted(named - modules) == []

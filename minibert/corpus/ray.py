@@ -11,7 +11,8 @@ each actor loads one Encoder, and every batch of rows gets an `embedding` column
                         concurrency=8, batch_size=256)
     ds.write_parquet("s3://bucket/vectors/")
 
-The vectors equal Encoder.encode's (within 1e-6); the other columns pass through untouched, so ids stay
+In float32 the vectors equal Encoder.encode's within 1e-6 (bfloat16 and int8 vectors depend a little on their
+batch); the other columns pass through untouched, so ids stay
 beside their vectors. This module imports neither ray nor anything ray needs: Ray drives it.
 scripts/embed_ray.py runs the recipe from the command line.
 """

@@ -1,6 +1,7 @@
 """Serving embeddings over HTTP (the `serve` extra: Starlette, h11, prometheus-client): `minibert serve`.
 
-batcher.py gathers the texts of every request into one queue and computes them in batches under a token
-budget; app.py is the ASGI application (OpenAI's /v1/embeddings, TEI's /embed, /tokenize, /health,
-/info, /metrics) with its limits and authentication; ray_serve.py puts the same encoder behind Ray Serve.
+limits.py says what a client may hold; api.py parses requests and writes answers; infer.py admits
+requests (permits) and runs their work off the event loop; queue.py gathers the texts of every request
+into request batches for the model's thread; http.py is the HTTP/1.1 server with its connection limits;
+app.py the routes; run.py the process; ray_serve.py the same /v1/embeddings behind Ray Serve.
 """

@@ -31,6 +31,7 @@ class Tokenizer:
         # would silently change what the caller asked for; each call sets its own.
         self.backend.no_truncation()
         self.backend.no_padding()
+        self._truncation = None  # what the backend is set to: None, or (max_length, direction)
         self.model_max_length = model_max_length
         for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
             if backend.token_to_id(token) is None:
@@ -209,10 +210,13 @@ class Tokenizer:
 
         inputs = texts if text_pairs is None else list(zip(texts, text_pairs))
         with self._lock:
-            if truncation:
-                self.backend.enable_truncation(limit, strategy="longest_first", direction=direction)
-            else:
-                self.backend.no_truncation()
+            truncate = (limit, direction) if truncation else None
+            if truncate != self._truncation:  # setting it costs as much as encoding a short query
+                if truncate:
+                    self.backend.enable_truncation(limit, strategy="longest_first", direction=direction)
+                else:
+                    self.backend.no_truncation()
+                self._truncation = truncate
             try:
                 return self.backend.encode_batch(inputs)
             except Exception as e:  # e.g. a pair whose second text cannot be truncated enough
@@ -246,6 +250,7 @@ class Tokenizer:
         """The wordpieces of one text (or pair), special tokens included."""
         with self._lock:
             self.backend.no_truncation()
+            self._truncation = None
             return self.backend.encode(text, text_pair).tokens
 
     def __getstate__(self):  # copies and pickles get a lock of their own

@@ -153,3 +153,17 @@ def test_ray_serve_gives_the_single_process_vectors_over_http_and_a_handle(ray_c
     finally:
         serve.shutdown()
         builtins.print = print_before
+
+
+def test_ray_serve_refuses_more_replicas_than_the_cluster_has_cpus_for(ray_cluster):
+    pytest.importorskip("ray.serve", reason="Ray Serve (ray[serve]) is not installed")
+    import ray
+
+    from minibert.serve.ray_serve import deployment
+
+    cpus = int(ray.cluster_resources()["CPU"])
+    with pytest.raises(
+        ValueError, match=f"{cpus + 1} replicas of 1 CPU need {cpus + 1} CPUs, and this Ray cluster has"
+    ):
+        deployment(num_replicas=cpus + 1)
+    deployment(num_replicas=cpus)  # what fits is built

@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from minibert.serve import api
 from minibert.serve.api import Refused
-from minibert.serve.infer import Infer
+from minibert.serve.infer import INLINE_BELOW, Infer, input_size
 from minibert.serve.limits import Limits
 
 
@@ -161,8 +161,8 @@ def route(name: str, openai_errors: bool):
                     raise Refused(503, message, headers={"Retry-After": "1"})
                 check_content_type(request)
                 body = await read_body(request, state.limits)
-                body = await computed(request, state.infer.run(api.parse_json, body, size=len(body)))
-                permit = state.infer.try_acquire_permit()
+                permit = state.infer.try_acquire_permit()  # before any work: a refused request costs its read only
+                body = await off_loop(request, state.infer, len(body), api.parse_json, body)
                 status, payload = await handler(request, state, body, info)
                 return Answer(payload, status, done=done)
             except Refused as e:
@@ -224,6 +224,14 @@ async def read_body(request: Request, limits: Limits) -> bytes:
         raise Refused(408, f"the body did not arrive within {limits.body_seconds:g} s") from None
 
 
+async def off_loop(request: Request, infer: Infer, size: int, fn, *args):
+    """fn(*args): in place when `size` is under INLINE_BELOW, else in a worker thread, dropped (a 499) if the
+    client goes first."""
+    if size < INLINE_BELOW:
+        return fn(*args)
+    return await computed(request, infer.run(fn, *args))
+
+
 async def computed(request: Request, work) -> object:
     """The result of `work` (a coroutine), or a 499 if the client goes first: then its work is dropped."""
     job = asyncio.ensure_future(work)
@@ -259,7 +267,7 @@ async def embed_inputs(request: Request, state: State, inputs: list, options, in
     """Tokenize, compute and finish one request's inputs: (vectors, tokens)."""
     infer = state.infer
     start = time.perf_counter()
-    encodings = await computed(request, infer.tokenize(inputs, options))  # dropped if the client goes first
+    encodings = await off_loop(request, infer, input_size(inputs), infer.tokenize, inputs, options)
     state.metrics.tokenize_seconds.observe(time.perf_counter() - start)
     tokens = sum(len(e.ids) for e in encodings)
     info.update(texts=len(encodings), tokens=tokens)
@@ -272,8 +280,8 @@ async def embeddings(request: Request, state: State, body, info: dict):
     options = state.encoder.engine.options(truncate=req.truncate)
     vectors, tokens = await embed_inputs(request, state, req.inputs, options, info)
     start = time.perf_counter()
-    payload = await state.infer.run(
-        api.embeddings_body, vectors, req.encoding_format, state.model_name, tokens, size=vectors.size
+    payload = await off_loop(
+        request, state.infer, vectors.size, api.embeddings_body, vectors, req.encoding_format, state.model_name, tokens
     )
     state.metrics.serialize_seconds.observe(time.perf_counter() - start)
     return 200, payload
@@ -287,7 +295,7 @@ async def embed(request: Request, state: State, body, info: dict):
     )
     vectors, _ = await embed_inputs(request, state, req.inputs, options, info)
     start = time.perf_counter()
-    payload = await state.infer.run(api.vectors_body, vectors, size=vectors.size)
+    payload = await off_loop(request, state.infer, vectors.size, api.vectors_body, vectors)
     state.metrics.serialize_seconds.observe(time.perf_counter() - start)
     return 200, payload
 
@@ -316,7 +324,7 @@ def tokens_of(engine, inputs: list) -> bytes:
 async def tokenize_route(request: Request, state: State, body, info: dict):
     inputs = api.parse_tokenize(body, state.limits)
     try:
-        return 200, await state.infer.run(tokens_of, state.encoder.engine, inputs, size=sum(map(len, inputs)))
+        return 200, await off_loop(request, state.infer, input_size(inputs), tokens_of, state.encoder.engine, inputs)
     except ValueError as e:
         raise Refused(400, str(e), "inputs") from None
 
@@ -436,7 +444,7 @@ async def _load(state: State) -> None:
         # two warm-up request batches, one short and one of 1,000 tokens, give the queue's cost model
         # (minibert/serve/queue.py) a first measure of both a batch's overhead and its cost per token
         for texts in (["A warm-up text."], ["A warm-up text for a batch of a thousand tokens."] * 77):
-            await state.infer.embed(await state.infer.tokenize(texts, warm), warm)
+            await state.infer.embed(state.infer.tokenize(texts, warm), warm)
     except Exception as e:  # reported by /health and by the command, which then exits
         state.failed = f"{type(e).__name__}: {e}"
         for callback in state.on_ready:

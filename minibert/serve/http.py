@@ -278,6 +278,7 @@ class Cycle:
         self.disconnected = False
         self.wake = asyncio.Event()
         self.response_started = self.response_complete = False
+        self.head = b""  # the response's status line and headers, until the body's first part goes with them
         path, _, query = request.target.partition(b"?")
         self.scope = {
             "type": "http",
@@ -332,9 +333,10 @@ class Cycle:
             headers = [(k.lower(), v) for k, v in message.get("headers", [])]
             headers += [(b"date", formatdate(usegmt=True).encode()), (b"server", b"minibert")]
             status = message["status"]
-            data = self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason(status)))
+            self.head = self.conn.send(h11.Response(status_code=status, headers=headers, reason=reason(status)))
+            return  # written with the first part of the body: one write, not two
         elif kind == "http.response.body":
-            data = self.conn.send(h11.Data(data=message.get("body", b"")))
+            data, self.head = self.head + self.conn.send(h11.Data(data=message.get("body", b""))), b""
             if not message.get("more_body", False):
                 data += self.conn.send(h11.EndOfMessage())
                 self.response_complete = True

@@ -26,6 +26,11 @@ from minibert.serve.queue import Queue, Stopped
 INLINE_BELOW = 16384
 
 
+def input_size(inputs: list) -> int:
+    """A request's inputs in characters (token ids counted as 8), to choose where they are tokenized."""
+    return sum(len(x) if isinstance(x, str) else 8 * len(x) for x in inputs)
+
+
 class Permit:
     """One admitted request's place; released once (a context manager, or `release()`)."""
 
@@ -85,25 +90,20 @@ class Infer:
             )
         return Permit(self)
 
-    async def run(self, fn, *args, size: int = INLINE_BELOW):
-        """fn(*args) in a worker thread, so that parsing, tokenizing and serialising never hold the event loop;
-        work of `size` under INLINE_BELOW (bytes or characters) runs in place: a thread hand-over costs more
-        than a short query's parsing or tokenizing."""
-        if size < INLINE_BELOW:
-            return fn(*args)
+    async def run(self, fn, *args):
+        """fn(*args) in a worker thread, so that parsing, tokenizing and serialising never hold the event loop
+        (the app runs work under INLINE_BELOW in place: a thread hand-over costs more than a short query's)."""
         return await asyncio.get_running_loop().run_in_executor(self.workers, fn, *args)
 
-    async def tokenize(self, inputs: list, options) -> list:
-        """The model inputs of one request, tokenized in a worker thread; a text too long with truncate off
-        is a 422 naming it, a text that cannot be tokenized (not valid Unicode) a 400."""
-        size = sum(len(x) if isinstance(x, str) else 8 * len(x) for x in inputs)
+    def tokenize(self, inputs: list, options) -> list:
+        """The model inputs of one request; a text too long with truncate off is a 422 naming it, a text that
+        cannot be tokenized (not valid Unicode) a 400. Called in a worker thread, or in place when small."""
         try:
-            encodings, _ = await self.run(self.engine.tokenize, inputs, options, size=size)
+            return self.engine.tokenize(inputs, options)[0]
         except InputTooLong as e:
             raise Refused(422, str(e), "input") from None
         except (ValueError, TypeError) as e:
             raise Refused(400, str(e), "input") from None
-        return encodings
 
     async def embed(self, encodings: list, options) -> np.ndarray:
         """The finished (normalised where `options` say) vectors of one request's model inputs."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 class Limits:
     max_batch_tokens: int = 16384  # real tokens per request batch
     max_concurrent_requests: int = 512  # admitted at once (429 beyond), from the permit to the last byte sent
-    max_queue_seconds: float = 1.0  # admitted only while the queued work would take less than this (429)
+    max_queue_seconds: float = 5.0  # admitted only while the queued work would take less than this (429)
     max_request_texts: int = 2048  # inputs per request (413)
     max_body_bytes: int = 8 << 20  # per body (413, and the connection is closed)
     body_seconds: float = 30.0  # to send a whole body (408)

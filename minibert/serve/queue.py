@@ -40,6 +40,7 @@ class Job:
     vectors: np.ndarray | None = None
     done: int = 0  # texts computed so far
     cancelled: bool = False
+    tokens: list = field(default_factory=list)  # each text's token count
 
 
 class BatchCost:
@@ -82,6 +83,7 @@ class Queue:
         self.max_batch_tokens = max_batch_tokens
         self.thread, self.metrics = thread, metrics
         self.jobs: list[Job] = []  # waiting or partly computed, oldest first
+        self.queued_tokens = 0  # of the texts waiting, kept as jobs come, go and are computed (admission reads it)
         self.wake = asyncio.Event()
         self.worker: asyncio.Task | None = None
         self.cost = BatchCost()  # seconds per request batch, as a function of its tokens, from recent ones
@@ -100,17 +102,17 @@ class Queue:
         for job in self.jobs:
             if not job.future.done():
                 job.future.set_exception(Stopped())
-        self.jobs = []
+        self.jobs, self.queued_tokens = [], 0
 
     @property
     def depth(self) -> int:
-        """Texts waiting to be computed."""
+        """Texts waiting to be computed (read by the metrics scrape)."""
         return sum(len(j.encodings) - j.done for j in self.jobs if not j.cancelled)
 
     def wait_seconds(self) -> float:
         """How long the work already queued will take: its tokens in request batches of at most
         max_batch_tokens, each costing what recent request batches of that size cost (0 before any)."""
-        queued = sum(len(e.ids) for j in self.jobs if not j.cancelled for e in j.encodings[j.done :])
+        queued = self.queued_tokens
         if not queued:
             return 0.0
         batches = -(-queued // self.max_batch_tokens)
@@ -119,13 +121,20 @@ class Queue:
     async def submit(self, encodings: list) -> np.ndarray:
         job = Job(encodings, asyncio.get_running_loop().create_future())
         job.vectors = np.empty((len(encodings), self.dim), np.float32)
+        job.tokens = [len(e.ids) for e in encodings]
+        self.queued_tokens += sum(job.tokens)
         self.jobs.append(job)
         self.wake.set()
         try:
             return await job.future
         except asyncio.CancelledError:  # the client went away: its texts not yet computed are dropped
-            job.cancelled = True
+            self._drop(job)
             raise
+
+    def _drop(self, job: Job) -> None:
+        if not job.cancelled:
+            job.cancelled = True
+            self.queued_tokens -= sum(job.tokens[job.done :])
 
     def _take(self) -> list[tuple[Job, int, int]]:
         """The next request batch: (job, first, end) slices of the oldest jobs' texts, up to the token budget
@@ -178,7 +187,7 @@ class Queue:
                 for job, _, _ in taken:
                     if not job.future.done():
                         job.future.set_exception(error)
-                    job.cancelled = True
+                    self._drop(job)
                 continue
             elapsed = time.perf_counter() - now
             self.cost.add(tokens, elapsed)
@@ -188,6 +197,8 @@ class Queue:
             for job, start, end in taken:
                 job.vectors[start:end] = vectors[row : row + end - start]
                 row += end - start
+                if not job.cancelled:  # a dropped job's tokens left the count when it was dropped
+                    self.queued_tokens -= sum(job.tokens[start:end])
                 job.done = end
                 if end == len(job.encodings):
                     self.jobs.remove(job)

@@ -25,6 +25,10 @@ __all__ = [
     "BertForQuestionAnswering",
     "default_model",
     "read_vectors",
+    "semantic_search",
+    "CrossEncoder",
+    "Classifier",
+    "SparseEncoder",
     "__version__",
 ]
 
@@ -37,6 +41,10 @@ _LAZY = {
     "NumpyEncoder": "minibert.numpy_encoder",
     "default_model": "minibert.formats.hub",
     "read_vectors": "minibert.corpus.shards",
+    "semantic_search": "minibert.search",
+    "CrossEncoder": "minibert.classify",
+    "Classifier": "minibert.classify",
+    "SparseEncoder": "minibert.sparse",
     "similarity": "minibert.encoder",
     "fill_mask": "minibert.heads",
     "BertForMaskedLM": "minibert.heads",

@@ -12,6 +12,7 @@ import minibert
 from minibert.commands import (
     UsageError,
     run_attention,
+    run_classify,
     run_compare,
     run_convert,
     run_dump,
@@ -20,11 +21,13 @@ from minibert.commands import (
     run_inspect,
     run_parity,
     run_quantize,
+    run_rerank,
+    run_search,
     run_serve,
     run_similarity,
     run_tokenize,
 )
-from minibert.engine.pooling import POOLINGS
+from minibert.engine.pooling import DENSE_POOLINGS
 from minibert.serve.limits import Limits
 from minibert.settings import COMPUTE_DTYPES, DTYPE_NAMES, NUMPY_MAX_TEXTS
 from minibert.tools.terminal import printable
@@ -96,6 +99,17 @@ SERVE_EXAMPLES = """examples:
   curl -s localhost:8080/v1/embeddings -H 'Content-Type: application/json' -d '{"input": ["a text"]}'
 Needs the serve extra (pip install '.[serve]' in a clone). Routes: minibert/serve/app.py.
 """
+RERANK_EXAMPLES = """examples:
+  minibert rerank --model cross-encoder/ms-marco-MiniLM-L-6-v2 "what do rivers do" "Rivers carry water." "Paris is big."
+  minibert rerank --model ce-folder "what do rivers do" --documents hits.txt --top-k 5 --json
+"""
+SEARCH_EXAMPLES = """examples:
+  minibert embed corpus.txt -o vectors/ && minibert search vectors/ "how do rivers shape towns" --top-k 5
+  minibert search vectors/ "first query" "second query" --json
+"""
+CLASSIFY_EXAMPLES = """examples:
+  minibert classify --model my-sentiment-model "What a lovely day." "This is awful."
+"""
 TOKENIZE_EXAMPLES = """examples:
   minibert tokenize "Unaffable, isn't it?"
   minibert tokenize "How old are you?" "I am six."
@@ -144,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = add("embed", run_embed, "embed one text per line into vectors", EMBED_EXAMPLES)
     embed.add_argument("input", nargs="?", default="-", metavar="FILE|-", help="input text file (default: stdin)")
-    embed.add_argument("--pooling", metavar="P", help=f"one of {', '.join(POOLINGS)} (default: the model's)")
+    embed.add_argument("--pooling", metavar="P", help=f"one of {', '.join(DENSE_POOLINGS)} (default: the model's)")
     embed.add_argument("--no-normalize", action="store_true", help="do not scale vectors to unit length")
     embed.add_argument("--batch-size", type=int, default=32, metavar="N", help="texts per batch (default: 32)")
     embed.add_argument("--max-length", type=int, metavar="N", help="truncate texts to N tokens (default: the model's)")
@@ -190,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start a folder output over, deleting the run recorded there (its manifest, shards and ids; nothing else)",
     )
+    embed.add_argument(
+        "--sparse",
+        action="store_true",
+        help="SPLADE sparse vectors from a masked-LM --model, one JSON line per text: indices and values",
+    )
+    embed.add_argument("--top-k", type=int, metavar="K", help="with --sparse: keep each text's K largest weights")
     embed.add_argument(
         "--quantize",
         choices=("int8",),
@@ -376,6 +396,45 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
     serve.add_argument("--api-key", metavar="KEY", help="require Bearer KEY (default: $MINIBERT_API_KEY, or none)")
     serve.add_argument("--cors-origin", action="append", metavar="ORIGIN", help="allow browsers from ORIGIN (repeat)")
+
+    rerank = add(
+        "rerank",
+        run_rerank,
+        "rank documents for a query with a cross-encoder",
+        RERANK_EXAMPLES,
+        model="required",
+        case=False,
+    )
+    rerank.add_argument("query", metavar="QUERY")
+    rerank.add_argument("documents", nargs="*", metavar="DOC", help="documents (or --documents FILE)")
+    rerank.add_argument("--documents", dest="documents_file", metavar="FILE", help="one document per line")
+    rerank.add_argument("--top-k", type=int, metavar="K", help="show the K best (default: all)")
+    rerank.add_argument("--json", action="store_true", help="print the ranking as JSON")
+
+    search = add(
+        "search",
+        run_search,
+        "the nearest texts of a corpus embedded with `minibert embed -o DIR/`",
+        SEARCH_EXAMPLES,
+        model=None,
+        case=False,
+    )
+    search.add_argument("vectors", metavar="VECTORS/", help="a folder written by minibert embed -o DIR/")
+    search.add_argument("queries", nargs="+", metavar="QUERY")
+    search.add_argument("--top-k", type=int, default=10, metavar="K", help="hits per query (default: 10)")
+    search.add_argument("--model", metavar="M", help="the model folder, where it has moved since the vectors were made")
+    search.add_argument("--json", action="store_true", help="print the hits as JSON")
+
+    classify = add(
+        "classify",
+        run_classify,
+        "label texts with a sequence-classification model",
+        CLASSIFY_EXAMPLES,
+        model="required",
+    )
+    classify.add_argument("texts", nargs="+", metavar="TEXT")
+    classify.add_argument("--top-k", type=int, default=1, metavar="K", help="labels per text, 0 for all (default: 1)")
+    classify.add_argument("--json", action="store_true", help="print the labels as JSON")
 
     add(
         "tokenize",

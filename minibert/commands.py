@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from minibert.engine.pooling import POOLINGS
+from minibert.engine.pooling import DENSE_POOLINGS
 from minibert.formats.atomic import check_file_target
 from minibert.settings import NUMPY_MAX_TEXTS
 from minibert.tools.terminal import display_width, format_matrix, pad, printable
@@ -30,12 +30,16 @@ def run_embed(args) -> None:
     from minibert.formats.atomic import atomic_open
 
     start = time.perf_counter()
-    if args.pooling is not None and args.pooling not in POOLINGS:
-        raise UsageError(f"unknown pooling {args.pooling!r}; choose from {', '.join(POOLINGS)}")
+    if args.pooling is not None and args.pooling not in DENSE_POOLINGS:
+        raise UsageError(f"unknown pooling {args.pooling!r}; choose from {', '.join(DENSE_POOLINGS)}")
     for name in ("batch_size", "max_length", "chunk_size"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.sparse:
+        return run_embed_sparse(args, start)
+    if args.top_k is not None:
+        raise UsageError("--top-k is for --sparse vectors")
     kind, output, fmt = embed.output_target(args.output, args.format)
     source = Source(
         args.input, input_format(args.input, args.input_format), args.text_field or "text", args.id_field, args.errors
@@ -68,6 +72,132 @@ def run_embed(args) -> None:
         f"minibert: embedded {len(texts)} texts ({vectors.shape[1]} dimensions, {fmt}) in {seconds:.1f} s -> {where}",
         file=sys.stderr,
     )
+
+
+def run_embed_sparse(args, start: float) -> None:
+    """embed --sparse: SPLADE vectors, one JSON line per text: {"indices": [...], "values": [...]}."""
+    from minibert.corpus import embed
+    from minibert.corpus.shards import Source, input_format
+    from minibert.formats.atomic import atomic_open
+
+    if args.model is None:
+        raise UsageError("--sparse needs --model: a SPLADE (masked-LM) checkpoint")
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k must be positive, got {args.top_k}")
+    kind, output, fmt = embed.output_target(args.output, args.format or "jsonl")
+    if kind == "folder" or fmt != "jsonl":
+        raise UsageError("--sparse writes JSON lines: give -o FILE.jsonl, or none for stdout")
+    for flag in ("pooling", "quantize", "dtype", "resume", "force", "chunk_size", "id_field"):
+        if getattr(args, flag):
+            raise UsageError(f"--{flag.replace('_', '-')} is not for --sparse vectors")
+    source = Source(
+        args.input, input_format(args.input, args.input_format), args.text_field or "text", None, args.errors
+    )
+    embed.check_input(source)
+    texts = embed.read_texts(source)
+    from minibert.sparse import SparseEncoder
+
+    encoder = SparseEncoder.from_pretrained(args.model, device=args.device, max_length=args.max_length)
+    rows = encoder.encode(texts, top_k=args.top_k, batch_size=args.batch_size)
+    lines = "".join(
+        json.dumps({"indices": indices.tolist(), "values": [round(float(v), 6) for v in values]}) + "\n"
+        for indices, values in rows
+    )
+    with atomic_open(output) if output is not None else _stdout() as out:
+        out.write(lines.encode())
+    seconds = time.perf_counter() - start
+    print(
+        f"minibert: embedded {len(texts)} texts as sparse vectors in {seconds:.1f} s -> {output or 'stdout'}",
+        file=sys.stderr,
+    )
+
+
+def run_rerank(args) -> None:
+    from minibert.classify import CrossEncoder
+    from minibert.corpus import embed
+
+    documents = list(args.documents) + (embed.read_lines(args.documents_file) if args.documents_file else [])
+    if not documents:
+        raise UsageError("give documents after the query, or --documents FILE")
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k must be positive, got {args.top_k}")
+    ranked = CrossEncoder.from_pretrained(args.model).rank(args.query, documents, top_k=args.top_k)
+    if args.json:
+        print(json.dumps([{**r, "text": documents[r["corpus_id"]]} for r in ranked], ensure_ascii=False))
+        return
+    print_ranked([(r["score"], str(r["corpus_id"]), documents[r["corpus_id"]]) for r in ranked], "document")
+
+
+def run_search(args) -> None:
+    from minibert.corpus.shards import read_vectors, weights_sha256
+    from minibert.encoder import Encoder
+    from minibert.search import semantic_search
+
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be positive, got {args.top_k}")
+    vectors = read_vectors(args.vectors)
+    recorded = vectors.manifest["model"]
+    folder = Path(args.model) if args.model else Path(recorded["folder"])
+    if not folder.is_dir():
+        raise UsageError(f"the vectors were made by {recorded['folder']}, which is not there: give --model")
+    if weights_sha256(folder) != recorded["weights_sha256"]:
+        raise UsageError(f"{folder} is not the model these vectors were made with ({recorded['folder']})")
+    settings = vectors.manifest["settings"]
+    encoder = Encoder.from_pretrained(folder, dtype=settings["dtype"], quantize=settings["quantize"])
+    queries = encoder.encode(
+        args.queries, pooling=settings["pooling"], normalize=settings["normalize"], max_length=settings["max_length"]
+    )
+    results = semantic_search(queries, vectors, top_k=args.top_k)
+    ids = vectors.ids()
+    texts = vectors.texts([h["corpus_id"] for hits in results for h in hits]) or {}
+    if args.json:
+        out = [
+            [
+                {
+                    "row": h["corpus_id"],
+                    "id": ids[h["corpus_id"]],
+                    "score": h["score"],
+                    "text": texts.get(h["corpus_id"]),
+                }
+                for h in hits
+            ]
+            for hits in results
+        ]
+        print(json.dumps(out if len(out) > 1 else out[0], ensure_ascii=False))
+        return
+    for query, hits in zip(args.queries, results):
+        if len(args.queries) > 1:
+            print(f"# {printable(query)}")
+        rows = [(h["score"], str(ids[h["corpus_id"]]), texts.get(h["corpus_id"], "")) for h in hits]
+        print_ranked(rows, "text" if texts else "")
+    if not texts:
+        print(
+            "minibert search: the input file the vectors were made from is gone or changed; ids only", file=sys.stderr
+        )
+
+
+def run_classify(args) -> None:
+    from minibert.classify import Classifier
+
+    top_k = None if args.top_k == 0 else args.top_k
+    if args.top_k < 0:
+        raise UsageError(f"--top-k must be positive, or 0 for every label; got {args.top_k}")
+    predictions = Classifier.from_pretrained(args.model).predict(list(args.texts), top_k=top_k)
+    if args.json:
+        print(json.dumps(predictions, ensure_ascii=False))
+        return
+    for text, labels in zip(args.texts, predictions):
+        shown = ", ".join(f"{printable(p['label'])} {p['score']:.4f}" for p in labels)
+        print(f"{shown}\t{printable(text)}")
+
+
+def print_ranked(rows, heading: str) -> None:
+    """A ranked table: rank, score, id, and the text (one line, escaped, cut to 100 characters)."""
+    width = max([len(i) for _, i, _ in rows] + [2])
+    print(f"{'#':>3}  {'score':>9}  {'id':>{width}}  {heading}".rstrip())
+    for rank, (score, id_, text) in enumerate(rows, 1):
+        line = printable(" ".join(text.split()))
+        print(f"{rank:>3}  {score:9.4f}  {id_:>{width}}  {line[:100]}".rstrip())
 
 
 def run_embed_folder(args, source, output: Path, options: dict, start: float) -> None:

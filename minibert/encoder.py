@@ -38,6 +38,9 @@ class Encoder(TextEncoder):
         max_batch_tokens: int | None = 2048,
         fast: bool = True,
         source=None,
+        prompts: dict | None = None,
+        default_prompt_name: str | None = None,
+        head=None,
     ):
         # oneDNN linear layers with the GELU fused, and fused layers, on CPU where they pay (see
         # minibert/fast/onednn.py); the same weights
@@ -51,15 +54,16 @@ class Encoder(TextEncoder):
         # A batch of long texts holds fewer than batch_size of them, at most max_batch_tokens padded tokens:
         # less padding in the long tail, and activations that stay in the CPU's cache. None: no such limit.
         engine = Engine(
-            TorchBackend(self.model, fast),
+            TorchBackend(self.model, fast, head),
             tokenizer,
             pooling=pooling,
             normalize=normalize,
             max_length=max_length,
             lowercase=lowercase,
             max_batch_tokens=max_batch_tokens,
+            prompt=(prompts or {}).get(default_prompt_name, ""),
         )
-        super().__init__(engine)
+        super().__init__(engine, prompts, default_prompt_name)
 
     @classmethod
     def from_pretrained(

@@ -43,6 +43,8 @@ class NumpyEncoder(TextEncoder):
         normalize: bool = False,
         max_length: int | None = None,
         lowercase: bool = False,
+        prompts: dict | None = None,
+        default_prompt_name: str | None = None,
     ):
         self.weights = weights
         engine = Engine(
@@ -53,8 +55,9 @@ class NumpyEncoder(TextEncoder):
             max_length=max_length,
             lowercase=lowercase,
             max_batch_tokens=None,  # one batch at a time, sorted by length: this backend is for a few texts
+            prompt=(prompts or {}).get(default_prompt_name, ""),
         )
-        super().__init__(engine)
+        super().__init__(engine, prompts, default_prompt_name)
 
     @classmethod
     def from_pretrained(

@@ -28,6 +28,7 @@ LAYERS = [
         "tools.compare",
         "engine.options",
         "engine.pooling",
+        "search",
     ],
     ["tokenizer", "model"],
     [
@@ -43,6 +44,7 @@ LAYERS = [
     ],
     ["engine.core", "engine.numpy_backend", "engine.torch_backend", "engine.text_encoder"],
     ["encoder", "numpy_encoder", "tools.parity"],
+    ["classify", "sparse"],
     [
         "corpus.shards",
         "corpus.embed",

@@ -565,6 +565,29 @@ class Vectors:
             out += read_ids(self.folder, entry, self.folder / MANIFEST)
         return out
 
+    def texts(self, rows) -> dict | None:
+        """{row: text} for `rows`, read from the input the run recorded, where that file is still there and
+        unchanged (its size, time and first MiB as recorded); None otherwise."""
+        recorded = self.manifest["input"]
+        if recorded.get("path", "-") == "-" or not Path(recorded["path"]).is_file():
+            return None
+        source = Source(
+            recorded["path"],
+            recorded["format"],
+            recorded.get("text_field") or "text",
+            recorded.get("id_field"),
+            "replace",
+        )
+        if source.fingerprint() != recorded:
+            return None
+        wanted, found = set(int(r) for r in rows), {}
+        for row, (_, text) in enumerate(source.rows()):
+            if row in wanted:
+                found[row] = text
+                if len(found) == len(wanted):
+                    break
+        return found
+
     def __getitem__(self, index):
         rows, columns = (index[0], index[1:]) if isinstance(index, tuple) and index else (index, ())
         if isinstance(rows, (int, np.integer)) and not isinstance(rows, (bool, np.bool_)):

@@ -69,23 +69,45 @@ class Engine:
 
     @property
     def dim(self) -> int:
-        return self.config.hidden_size
+        """The vectors' dimension: the hidden size, or the vocabulary's for a masked-LM head's logits."""
+        return self.config.vocab_size if self.backend.vocabulary else self.config.hidden_size
 
     def options(self, **overrides) -> EmbedOptions:
         """One call's options: each given value (None: the default) checked, max_length resolved to tokens."""
         options = dataclasses.replace(self.defaults, **{k: v for k, v in overrides.items() if v is not None})
-        if POOLINGS[options.pooling][1] and not self.backend.has_pooler:
+        needs = POOLINGS[options.pooling][1]
+        if needs == "pooler" and not self.backend.has_pooler:
             raise ValueError(f"pooling {options.pooling!r} needs pooler weights, and this checkpoint has none")
+        if (needs == "vocabulary") != self.backend.vocabulary:
+            kind = "a masked-LM head's logits (SparseEncoder)" if needs == "vocabulary" else "token vectors"
+            raise ValueError(f"pooling {options.pooling!r} pools {kind}, which this encoder does not give")
         if options.max_length is not None:
             check_max_length(options.max_length, self.config)
         return dataclasses.replace(options, max_length=max_length_for(self.tokenizer, self.config, options.max_length))
 
     def tokenize(self, inputs: list, options: EmbedOptions) -> tuple[list, int]:
-        """The model inputs for `inputs` (strings, or lists of the model's token ids), each within
-        options.max_length, and how many were cut; with options.truncate False, a longer input is an
+        """The model inputs for `inputs` (strings, pairs of strings, or lists of the model's token ids), each
+        within options.max_length, and how many were cut; with options.truncate False, a longer input is an
         InputTooLong naming it."""
         limit, side = options.max_length, options.truncation_side
         out, truncated = [None] * len(inputs), 0
+        pairs = [i for i, x in enumerate(inputs) if _is_pair(x)]
+        paired = set(pairs)
+        if pairs:  # BERT pairs: segment B gets token type 1; the longer text loses tokens first
+            if options.prompt or side != "right":
+                raise ValueError("pairs are cut on the right, longer text first, and take no prompt")
+            firsts = [inputs[i][0] for i in pairs]
+            seconds = [inputs[i][1] for i in pairs]
+            if self.lowercase:
+                firsts, seconds = [t.lower() for t in firsts], [t.lower() for t in seconds]
+            whole = self.tokenizer.encode(firsts, seconds, truncation=False)
+            cut = [i for i, e in zip(pairs, whole) if len(e.ids) > limit]
+            if cut and not options.truncate:
+                raise InputTooLong(cut[0], limit)
+            encodings = self.tokenizer.encode(firsts, seconds, max_length=limit) if cut else whole
+            for i, e in zip(pairs, encodings):
+                out[i] = e
+            truncated += len(cut)
         strings = [i for i, x in enumerate(inputs) if isinstance(x, str)]
         if strings:
             texts = [options.prompt + inputs[i] for i in strings]
@@ -101,13 +123,16 @@ class Engine:
         for i, x in enumerate(inputs):
             if out[i] is None:
                 if not isinstance(x, list) or not x:
-                    raise TypeError(f"input {i} is {type(x).__name__} {x!r:.40}, not a string or a list of token ids")
+                    raise TypeError(
+                        f"input {i} is {type(x).__name__} {x!r:.40}, not a string, a pair of strings or a list of "
+                        "token ids"
+                    )
                 bad = next((t for t in x if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab), None)
                 if bad is not None:
                     raise ValueError(f"input {i} holds token id {bad!r:.40}, outside the vocabulary [0, {vocab})")
                 out[i] = TokenIds([self.tokenizer.cls_token_id, *x, self.tokenizer.sep_token_id])
         for i, e in enumerate(out):
-            if len(e.ids) > limit:
+            if i not in paired and len(e.ids) > limit:
                 if not options.truncate:
                     raise InputTooLong(i, limit)
                 kept = e.ids[len(e.ids) - limit + 1 : -1] if side == "left" else e.ids[1 : limit - 1]
@@ -121,7 +146,7 @@ class Engine:
         through the forward, pooled, and normalised where the options say."""
         backend, xp = self.backend, self.backend.xp
         batches = length_sorted_batches([len(e.ids) for e in encodings], options.batch_size, self.max_batch_tokens)
-        need_pooler = POOLINGS[options.pooling][1]
+        need_pooler = POOLINGS[options.pooling][1] == "pooler"
         if show_progress is None:  # a bar on a terminal, for work that takes a while
             show_progress = len(batches) > 4 and sys.stderr.isatty()
 
@@ -133,6 +158,22 @@ class Engine:
         out = backend.empty(len(encodings), self.dim)
         for rows, vectors in _progress(backend.map(one, batches), show_progress, len(encodings)):
             out[rows] = vectors
+        return out
+
+    def token_vectors(self, encodings: list, options: EmbedOptions) -> list:
+        """Each input's last-layer token vectors, (its tokens, H) float32 in the backend's arrays, without
+        padding: sentence-transformers' output_value="token_embeddings"."""
+        backend = self.backend
+        batches = length_sorted_batches([len(e.ids) for e in encodings], options.batch_size, self.max_batch_tokens)
+
+        def one(rows):
+            h, _, _ = backend.forward(self.tokenizer.pad_arrays([encodings[i] for i in rows]), False)
+            return rows, [h[j, : len(encodings[i].ids)] for j, i in enumerate(rows)]
+
+        out = [None] * len(encodings)
+        for rows, vectors in backend.map(one, batches):
+            for i, v in zip(rows, vectors):
+                out[i] = v
         return out
 
     def finish(self, vectors, options: EmbedOptions):
@@ -182,6 +223,10 @@ class Engine:
             start += len(chunk)
             chunk = []
         warn_truncated(stats["truncated"], stats["texts"], options.max_length)
+
+
+def _is_pair(x) -> bool:
+    return isinstance(x, (tuple, list)) and len(x) == 2 and all(isinstance(t, str) for t in x)
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:

@@ -17,6 +17,7 @@ class NumpyBackend:
     def __init__(self, weights: dict, config: BertConfig):
         self.weights, self.config = weights, config
         self.has_pooler = "pooler.dense.weight" in weights
+        self.vocabulary = False  # token vectors, never a masked-LM head's logits
 
     def forward(self, arrays: dict, pooler: bool):
         """(h (B, L, H), m (B, L, 1), pooler output or None) for padded numpy `arrays`."""

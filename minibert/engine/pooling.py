@@ -2,7 +2,8 @@
 once for both backends. `xp` is the backend's array module (numpy or torch); h is (B, L, H) float32, m the
 (B, L, 1) mask of real tokens in h's dtype, pooler the (B, H) pooler output where the model has one.
 
-The modes are sentence-transformers' Pooling modes (mean, cls, max, mean_sqrt_len) and BERT's pooler.
+The modes are sentence-transformers' Pooling modes (mean, cls, max, mean_sqrt_len), BERT's pooler, and
+SPLADE's max over the masked-LM logits (sentence-transformers' SpladePooling, "max" and "relu").
 Torch-free at import."""
 
 from __future__ import annotations
@@ -29,14 +30,23 @@ def pooler_output(xp, h, m, pooler):
     return pooler
 
 
-# name -> (function, whether it needs the model's pooler weights)
+def splade(xp, h, m, pooler):
+    # SPLADE: h is the masked-LM head's logits (B, L, V); each vocabulary entry's weight is the largest
+    # log(1 + relu(logit)) over the real tokens (padding gives 0, which no weight is below)
+    return xp.amax(xp.log1p((h * m).clip(min=0)), 1)
+
+
+# name -> (function, what it needs beyond the token vectors: None, "pooler" (the model's pooler weights), or
+# "vocabulary" (a masked-LM head's logits in place of the token vectors: SparseEncoder))
 POOLINGS = {
-    "mean": (mean, False),
-    "cls": (cls, False),
-    "pooler": (pooler_output, True),
-    "max": (max_, False),
-    "mean_sqrt_len": (mean_sqrt_len, False),
+    "mean": (mean, None),
+    "cls": (cls, None),
+    "pooler": (pooler_output, "pooler"),
+    "max": (max_, None),
+    "mean_sqrt_len": (mean_sqrt_len, None),
+    "splade": (splade, "vocabulary"),
 }
+DENSE_POOLINGS = tuple(name for name, (_, needs) in POOLINGS.items() if needs != "vocabulary")
 
 
 def pool(xp, h, m, pooling: str, pooler=None):

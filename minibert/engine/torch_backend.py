@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 
 import torch
 
@@ -15,15 +15,19 @@ from minibert.model import BertModel
 
 class TorchBackend:
     """`model` (a BertModel, eval mode) behind the engine's backend interface (minibert/engine/core.py).
-    `fast`: on CPU, several micro-batches run side by side, one per core (see `map`)."""
+    `fast`: on CPU, several micro-batches run side by side, one per core (see `map`). `head`: a module the
+    token vectors go through first (SparseEncoder's masked-LM head)."""
 
     xp = torch
 
-    def __init__(self, model: BertModel, fast: bool = True):
+    def __init__(self, model: BertModel, fast: bool = True, head=None):
         self.model, self.fast = model.eval(), fast
+        self.head = head  # a masked-LM head: the forward gives its (B, L, V) logits in place of the token vectors
+        self.vocabulary = head is not None
         self.config = model.config
         self.has_pooler = model.pooler is not None
         self.device = next(model.parameters()).device  # looked up once, not per batch
+        self._pool = None  # worker threads for micro-batches side by side (map)
         _warn_if_slow_bfloat16(model)
         global _models_made
         _models_made = True
@@ -36,7 +40,8 @@ class TorchBackend:
             )
             # Texts of one length need no padding mask, and attention runs faster without one.
             output = self.model(ids, None if bool(mask.all()) else mask, types, output_pooler=pooler)
-            h = output.last_hidden_state.float()
+            h = output.last_hidden_state if self.head is None else self.head(output.last_hidden_state)
+            h = h.float()
             return (
                 h,
                 mask.unsqueeze(-1).to(h.dtype),
@@ -49,14 +54,23 @@ class TorchBackend:
         and gives the same numbers."""
         _check_not_forked()
         parallel = self.fast and self.device.type == "cpu" and len(batches) > 1
-        with _cpu_cores(parallel) as cores, ExitStack() as stack:
+        with _cpu_cores(parallel) as cores:
             if cores <= 1:
                 yield from map(fn, batches)
                 return
-            from concurrent.futures import ThreadPoolExecutor
+            yield from self._workers(cores).map(fn, batches)
 
-            workers = ThreadPoolExecutor(cores, initializer=torch.set_num_threads, initargs=(1,))
-            yield from stack.enter_context(workers).map(fn, batches)
+    def _workers(self, cores: int):
+        """The backend's worker threads, one per core, each running torch on one thread: made on first use
+        and kept (a server computes thousands of batches)."""
+        with _threads_lock:
+            if self._pool is None or self._pool._max_workers != cores:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(
+                    cores, thread_name_prefix="minibert-batch", initializer=torch.set_num_threads, initargs=(1,)
+                )
+            return self._pool
 
     def empty(self, n: int, dim: int):
         return torch.empty(n, dim, dtype=torch.float32, device=self.device)

@@ -45,6 +45,10 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
             ]
             if len(modes) != 1 or others:
                 raise ValueError(f"{config_file}: minibert pools one way at a time; this asks for {modes + others}")
+            if switches.get("include_prompt", True) is not True:
+                raise ValueError(
+                    f"{config_file}: pooling that leaves out the prompt's tokens is not supported by minibert"
+                )
             settings["pooling"] = modes[0]
         else:
             raise ValueError(f"{modules_file}: module type {module.get('type')!r} is not supported by minibert")
@@ -60,7 +64,24 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
         if not isinstance(lowercase, bool):
             raise ValueError(f"{st_config}: do_lower_case must be true or false, got {lowercase!r}")
         settings["lowercase"] = lowercase
+    settings |= read_prompts(folder)
     return settings
+
+
+def read_prompts(folder: Path) -> dict:
+    """{"prompts": {name: text}, "default_prompt_name": name or None} from config_sentence_transformers.json,
+    where it names prompts (e5's "query: " and "passage: ", say); {} where it does not."""
+    path = Path(folder) / "config_sentence_transformers.json"
+    if not path.is_file():
+        return {}
+    values = _json_object(path)
+    prompts = values.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise ValueError(f"{path}: prompts must map names to strings, got {_snippet(prompts)}")
+    default = values.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ValueError(f"{path}: default_prompt_name {default!r} is not one of its prompts {sorted(prompts)}")
+    return {"prompts": prompts, "default_prompt_name": default} if prompts else {}
 
 
 def copy_sentence_transformers_files(folder: Path, out: Path) -> None:

@@ -22,7 +22,7 @@ from serving import Server, closed_within, post, read_reply  # noqa: E402
 LIMITS = (
     "--idle-seconds", "1", "--header-seconds", "1.5", "--write-seconds", "2", "--max-connections", "30",
     "--max-concurrent-requests", "3", "--max-queue-seconds", "60", "--max-header-bytes", "16384",
-    "--body-seconds", "2",
+    "--body-seconds", "2", "--served-model-name", "minilm", "--cors-origin", "https://app.example",
 )  # fmt: skip
 
 
@@ -412,6 +412,28 @@ def test_a_public_address_without_a_key_is_warned_about():
         timeout=60,
     )
     assert "warning: listening on 0.0.0.0 without an API key" in done.stderr
+
+
+def test_the_served_name_is_the_one_requests_give(server):
+    assert server.request("/v1/embeddings", {"input": "x", "model": "minilm"})[0] == 200
+    status, _, reply = server.request("/v1/embeddings", {"input": "x", "model": "all-MiniLM-L6-v2"})
+    assert status == 404 and "this server serves 'minilm'" in reply["error"]["message"]
+    assert [m["id"] for m in server.request("/v1/models")[2]["data"]] == ["minilm"]
+
+
+def test_cors_answers_only_the_named_origin(server):
+    preflight = {
+        "Origin": "https://app.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    status, head, _ = server.request("/v1/embeddings", method="OPTIONS", headers=preflight)
+    head = {k.lower(): v for k, v in head.items()}
+    assert status == 200 and head["access-control-allow-origin"] == "https://app.example"
+    status, head, _ = server.request(
+        "/v1/embeddings", method="OPTIONS", headers={**preflight, "Origin": "https://evil.example"}
+    )
+    assert status == 400 and "access-control-allow-origin" not in {k.lower() for k in head}
 
 
 def test_the_ready_line_and_info_say_what_is_served(server):

@@ -29,6 +29,13 @@ def short(value) -> str:
     return repr(text[:40] + ("..." if len(text) > 40 else ""))
 
 
+def check_content_type(header: str) -> None:
+    """Only JSON is computed (415 otherwise): a browser's simple request cannot send it without a CORS preflight."""
+    kind = header.split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise Refused(415, f"the body must be application/json, got Content-Type {short(kind or 'none')}")
+
+
 def parse_json(body: bytes):
     """A body's JSON; malformed, non-UTF-8, too deeply nested or oversized numbers are a 400 in one line."""
     try:

@@ -159,7 +159,7 @@ def route(name: str, openai_errors: bool):
                 if state.draining or not state.ready:
                     message = "the server is draining" if state.draining else "the model is loading"
                     raise Refused(503, message, headers={"Retry-After": "1"})
-                check_content_type(request)
+                api.check_content_type(request.headers.get("content-type", ""))
                 body = await read_body(request, state.limits)
                 permit = state.infer.try_acquire_permit()  # before any work: a refused request costs its read only
                 body = await off_loop(request, state.infer, len(body), api.parse_json, body)
@@ -194,12 +194,6 @@ def log_request(request: Request, status: int, seconds: float, info: dict) -> No
     extra = "".join(f" {k}={v}" for k, v in info.items())
     path = request.url.path.encode("ascii", "backslashreplace").decode()[:200]
     print(f"{client} {request.method} {path} {status} {seconds * 1000:.1f}ms{extra}", file=sys.stderr, flush=True)
-
-
-def check_content_type(request: Request) -> None:
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/json":
-        raise Refused(415, f"the body must be application/json, got Content-Type {api.short(kind or 'none')}")
 
 
 async def read_body(request: Request, limits: Limits) -> bytes:
@@ -464,6 +458,3 @@ async def drain(state: State) -> None:
         await asyncio.sleep(0.05)
     if state.infer is not None:
         await state.infer.queue.stop()
-
-
-__all__ = ["State", "Limits", "create_app", "drain"]

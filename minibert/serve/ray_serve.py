@@ -72,8 +72,7 @@ class Embedder:
         from minibert.engine.core import InputTooLong
 
         try:
-            if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-                raise Refused(415, "the body must be application/json")
+            api.check_content_type(request.headers.get("content-type", ""))
             body = await request.body()
             if len(body) > self.limits.max_body_bytes:
                 raise Refused(413, f"the body is larger than the {self.limits.max_body_bytes}-byte limit")

@@ -460,3 +460,12 @@ def test_embed_takes_a_dtype_and_records_it(tmp_path, encoder):
     assert read_manifest(tmp_path / "v")["settings"]["dtype"] == "bfloat16"
     got, want = np.asarray(read_vectors(tmp_path / "v")), encoder.encode(texts)
     assert ((got * want).sum(1) > 0.99).all()  # bfloat16's vectors, within its rounding of float32's
+
+
+def test_input_format_overrides_the_extension(tmp_path, encoder):
+    texts = corpus(5, seed=6)
+    source = tmp_path / "rows.txt"  # JSON lines under a .txt name
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    code, err = finish(embed(source, "--input-format", "jsonl", "-o", tmp_path / "v.npy"))
+    assert code == 0, err
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), encoder.encode(texts), atol=1e-6, rtol=0)

@@ -37,6 +37,7 @@ class SequenceScorer:
         self.encoder = Encoder(model.bert, tokenizer, pooling="pooler", max_length=max_length, fast=fast)
         self.classifier = model.classifier.eval()
         self.config = model.config
+        self.labels = [f"LABEL_{i}" for i in range(self.classifier.out_features)]  # a Classifier reads id2label
 
     @classmethod
     def load(cls, name_or_path, *, device=None, dtype=None, fast=True, **kwargs):
@@ -60,10 +61,19 @@ class SequenceScorer:
         engine = self.encoder.engine
         options = engine.options(batch_size=batch_size)
         encodings, truncated = engine.tokenize(inputs, options)
-        pooled = engine.embed(encodings, options, show_progress)  # (N, H), the pooler's output
+        logits = self.logits_of(encodings, options, show_progress)
         warn_truncated(truncated, len(inputs), options.max_length, stacklevel=4)
+        return logits
+
+    def logits_of(self, encodings: list, options, show_progress=False) -> torch.Tensor:
+        """(N, num_labels) float32 logits of inputs already tokenized by the engine."""
+        pooled = self.encoder.engine.embed(encodings, options, show_progress)  # (N, H), the pooler's output
         with torch.inference_mode():
             return self.classifier(pooled.to(self.classifier.weight.dtype)).float()  # (N, num_labels)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits as this model's scores (its activation)."""
+        raise NotImplementedError
 
 
 class CrossEncoder(SequenceScorer):
@@ -74,6 +84,9 @@ class CrossEncoder(SequenceScorer):
     def __init__(self, model, tokenizer, *, max_length=None, fast=True, activation=None):
         super().__init__(model, tokenizer, max_length=max_length, fast=fast)
         self.activation = activation or (torch.sigmoid if self.classifier.out_features == 1 else _identity)
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.activation(logits)
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, device=None, dtype=None, fast=True, max_length=None) -> CrossEncoder:
@@ -93,7 +106,7 @@ class CrossEncoder(SequenceScorer):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, str) for t in pair)):
                 raise TypeError(f"pairs[{i}] must be a (query, document) pair of strings, got {pair!r:.60}")
         logits = self.logits(pairs, batch_size, show_progress)
-        scores = self.activation(logits) if activation else logits
+        scores = self.scores(logits) if activation else logits
         scores = scores.squeeze(-1) if scores.shape[-1] == 1 else scores
         out = scores.cpu().numpy()
         return out[0] if single else out
@@ -124,9 +137,12 @@ class Classifier(SequenceScorer):
 
     def __init__(self, model, tokenizer, *, max_length=None, fast=True, labels=None, multi_label=False):
         super().__init__(model, tokenizer, max_length=max_length, fast=fast)
-        n = self.classifier.out_features
-        self.labels = labels or [f"LABEL_{i}" for i in range(n)]
+        self.labels = labels or self.labels
         self.multi_label = multi_label
+
+    def scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """A softmax over the labels, or a sigmoid per label for a multi-label classifier."""
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, device=None, dtype=None, fast=True, max_length=None) -> Classifier:
@@ -153,7 +169,7 @@ class Classifier(SequenceScorer):
         if not all(isinstance(t, str) for t in texts):
             raise TypeError("texts must be strings")
         logits = self.logits(texts, batch_size, show_progress)
-        scores = (torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)).cpu().numpy()
+        scores = self.scores(logits).cpu().numpy()
         out = []
         for row in scores:
             order = np.argsort(-row, kind="stable")[:top_k]

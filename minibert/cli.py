@@ -96,6 +96,7 @@ QUANTIZE_EXAMPLES = """examples:
 SERVE_EXAMPLES = """examples:
   minibert serve                                   # all-MiniLM-L6-v2 on http://127.0.0.1:8080
   minibert serve --model minilm-int8 --port 9000 --api-key "$KEY"
+  minibert serve --model all-MiniLM-L6-v2 --model cross-encoder/ms-marco-MiniLM-L-6-v2   # /v1/rerank too
   curl -s localhost:8080/v1/embeddings -H 'Content-Type: application/json' -d '{"input": ["a text"]}'
 Needs the serve extra (pip install '.[serve]' in a clone). Routes: minibert/serve/app.py.
 """
@@ -354,14 +355,28 @@ def build_parser() -> argparse.ArgumentParser:
     quantize.add_argument("--force", action="store_true", help="replace OUT if it is not empty")
 
     serve = add(
-        "serve", run_serve, "serve embeddings over HTTP: OpenAI's /v1/embeddings and TEI's /embed", SERVE_EXAMPLES
+        "serve",
+        run_serve,
+        "serve embedders, rerankers, classifiers and sparse encoders over HTTP (OpenAI, TEI and Cohere routes)",
+        SERVE_EXAMPLES,
+        model=None,
+    )
+    serve.add_argument(
+        "--model",
+        action="append",
+        metavar="M",
+        help="model folder or Hub id; repeat to serve several, each with its own queue (default: all-MiniLM-L6-v2). "
+        "What each computes is read from its folder: a sequence-classification checkpoint is a reranker (one "
+        "label) or a classifier, a sentence-transformers SparseEncoder folder a sparse encoder, any other an "
+        "embedder",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     serve.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
     serve.add_argument(
         "--served-model-name",
+        action="append",
         metavar="NAME",
-        help="what requests give as model (default: the folder's name; all-MiniLM-L6-v2)",
+        help="what requests give as model, one per --model in order (default: the folder's name; all-MiniLM-L6-v2)",
     )
     serve.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
     serve.add_argument("--dtype", choices=COMPUTE_DTYPES, help="compute dtype (default: float32)")

@@ -3,6 +3,7 @@ argparse cannot, call the Python API that owns the work, and print the result; a
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
@@ -479,7 +480,6 @@ def run_serve(args) -> None:
                 f"needs {module}, part of the serve extra: pip install 'minibert-encoder[serve]' "
                 "(from a clone: '.[serve]')"
             )
-    from minibert.formats.hub import default_model, resolve
     from minibert.serve.limits import Limits
     from minibert.serve.run import serve
 
@@ -514,28 +514,14 @@ def run_serve(args) -> None:
             file=sys.stderr,
         )
     check_device(args.device)
-    folder = resolve(args.model) if args.model else default_model()
-    name = args.served_model_name or (Path(str(args.model)).name if args.model else "all-MiniLM-L6-v2")
-
-    def load():
-        from minibert.encoder import Encoder
-
-        return Encoder.from_pretrained(
-            folder,
-            device=args.device,
-            dtype=args.dtype,
-            quantize=args.quantize,
-            lowercase=args.lowercase,
-            max_length=args.max_length,
-        )
+    models = served_models(args)
 
     # oneDNN keeps a compiled kernel per product shape it meets (1024 by default); a server meets a new batch
     # shape with nearly every forward, so the cache holds little but memory. A process of its own, so it is ours
     # to set, unless the user has.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
     code = serve(
-        load,
-        model_name=name,
+        models,
         host=args.host,
         port=args.port,
         limits=limits,
@@ -545,6 +531,47 @@ def run_serve(args) -> None:
     )
     if code:
         raise SystemExit(code)
+
+
+def served_models(args) -> list:
+    """`minibert serve`'s models: each --model with its name (--served-model-name, in order, else the folder's)
+    and its task, read from its folder; checked here, before anything loads."""
+    from minibert.formats.hub import default_model, resolve
+    from minibert.serve.models import Model, task_of
+
+    given = args.model or [None]
+    names = args.served_model_name or []
+    if names and len(names) != len(given):
+        raise UsageError(
+            f"{len(names)} --served-model-name for {len(given)} --model: give one name per model, in the same order"
+        )
+    models = []
+    for i, spec in enumerate(given):
+        folder = resolve(spec) if spec else default_model()
+        name = names[i] if names else (Path(str(spec)).name if spec else "all-MiniLM-L6-v2")
+        if name in [m.name for m in models]:
+            raise UsageError(f"two models are named {name!r}; tell them apart with --served-model-name")
+        task = task_of(folder)
+        if task != "embed" and args.quantize:
+            raise UsageError(f"--quantize int8 is for embedding models, and {spec} is not one (its task is {task})")
+        models.append(Model(name, task, functools.partial(load_served, task, folder, args)))
+    return models
+
+
+def load_served(task: str, folder, args):
+    """The loaded model of one served task (called in its model thread)."""
+    options = dict(device=args.device, dtype=args.dtype, max_length=args.max_length)
+    if task == "embed":
+        from minibert.encoder import Encoder
+
+        return Encoder.from_pretrained(folder, quantize=args.quantize, lowercase=args.lowercase, **options)
+    if task == "sparse":
+        from minibert.sparse import SparseEncoder
+
+        return SparseEncoder.from_pretrained(folder, **options)
+    from minibert.classify import Classifier, CrossEncoder
+
+    return (CrossEncoder if task == "rerank" else Classifier).from_pretrained(folder, **options)
 
 
 def load_encoder(model, device=None, quantize=None, lowercase=None, dtype=None):

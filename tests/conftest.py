@@ -68,3 +68,19 @@ def tiny_folder(tmp_path):
     randomize_(model)
     model.save_pretrained(tmp_path / "tiny")
     return tmp_path / "tiny"
+
+
+@pytest.fixture(scope="session")
+def cross_encoder_dir(minilm_dir, tmp_path_factory):
+    """A random cross-encoder in cross-encoder/ms-marco-MiniLM-L-6-v2's layout (tests/checkpoints.py)."""
+    from checkpoints import cross_encoder
+
+    return cross_encoder(minilm_dir, tmp_path_factory.mktemp("ce"))
+
+
+@pytest.fixture(scope="session")
+def splade_dir(minilm_dir, tmp_path_factory):
+    """A random SPLADE model in a sentence-transformers SparseEncoder folder (tests/checkpoints.py)."""
+    from checkpoints import splade
+
+    return splade(minilm_dir, tmp_path_factory.mktemp("splade"))

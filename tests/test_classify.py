@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from reference import randomize_
+from checkpoints import small_bert
 
 from minibert.classify import Classifier, CrossEncoder
 
@@ -21,37 +21,6 @@ DOCUMENTS = [
     "word " * 600,  # longer than the model's 512 tokens: the document is cut, not the query
     "",
 ]
-
-
-def small_bert(minilm_dir, tmp_path, **config):
-    """A random BertForSequenceClassification the size of a small test model, with MiniLM's real tokenizer."""
-    import transformers
-
-    torch.manual_seed(0)
-    settings = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
-    model = transformers.BertForSequenceClassification(
-        transformers.BertConfig(vocab_size=30522, attn_implementation="eager", **settings, **config)
-    ).eval()
-    randomize_(model)
-    folder = tmp_path / "hf"
-    model.save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (minilm_dir / name).is_file():
-            shutil.copy(minilm_dir / name, folder / name)
-    return folder, model
-
-
-@pytest.fixture(scope="module")
-def cross_encoder_dir(minilm_dir, tmp_path_factory):
-    """Saved as cross-encoder/ms-marco-MiniLM-L-6-v2 is: one label, with sentence-transformers' CrossEncoder
-    entry in config.json (an Identity activation: raw logits)."""
-    from sentence_transformers import CrossEncoder as Reference
-
-    tmp = tmp_path_factory.mktemp("ce")
-    folder, _ = small_bert(minilm_dir, tmp, num_labels=1)
-    reference = Reference(str(folder), device="cpu", activation_fn=torch.nn.Identity())
-    reference.save(str(tmp / "ce"))
-    return tmp / "ce"
 
 
 def test_scores_and_ranking_equal_sentence_transformers(cross_encoder_dir):

@@ -83,7 +83,7 @@ def test_requests_that_cannot_be_served_get_one_line_4xx(server):
         ({"input": []}, 400, "input must be a string"),
         ({"input": [1.5]}, 400, "input[0] must be a string or a non-empty list of token ids"),
         ({"input": [[1, 10**9]]}, 400, "outside the vocabulary"),
-        ({"input": "x", "encoding_format": "int8"}, 400, "encoding_format must be float or base64"),
+        ({"input": "x", "encoding_format": "int8"}, 400, "encoding_format must be one of float, base64"),
         ({"nope": 1}, 400, "input is missing"),
         ({"input": ["t"] * 3000}, 413, "3000 inputs, more than the 2048"),
     ]
@@ -235,12 +235,12 @@ def test_the_queue_delay_follows_what_recent_request_batches_took():
 
     from minibert.serve.queue import Queue
 
-    def forward(encodings):  # 5 ms a batch, and 1 ms per token
+    def forward(encodings, output):  # 5 ms a batch, and 1 ms per token
         time.sleep(0.005 + 0.001 * sum(len(e.ids) for e in encodings))
         return np.zeros((len(encodings), 4), np.float32)
 
     async def scenario():
-        queue = Queue(forward, 4, max_batch_tokens=100, thread=ThreadPoolExecutor(1))
+        queue = Queue(forward, max_batch_tokens=100, thread=ThreadPoolExecutor(1))
         assert queue.wait_seconds() == 0.0
         queue.start()
         await queue.submit([TokenIds([0] * 10)])

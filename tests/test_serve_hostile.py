@@ -184,15 +184,21 @@ def test_only_json_bodies_are_computed(server):
 
 def test_every_field_is_type_checked(server):
     cases = [
-        ("/v1/embeddings", {"input": "x", "encoding_format": []}, "encoding_format must be float or base64"),
+        ("/v1/embeddings", {"input": "x", "encoding_format": []}, "encoding_format must be one of float, base64"),
         ("/v1/embeddings", {"input": "x", "model": 5}, "model must be a string"),
-        ("/v1/embeddings", {"input": "x", "dimensions": "384"}, "dimensions must be an integer"),
+        ("/v1/embeddings", {"input": "x", "dimensions": "384"}, "dimensions must be a positive integer"),
         ("/v1/embeddings", {"input": "x", "truncate": "no"}, "truncate must be true or false"),
         ("/v1/embeddings", {"input": "x", "nromalize": True}, "unknown field 'nromalize'"),
         ("/embed", {"inputs": "x", "normalize": 1}, "normalize must be true or false"),
-        ("/embed", {"inputs": "x", "truncation_direction": 0}, "truncation_direction must be Right or Left"),
+        ("/embed", {"inputs": "x", "truncation_direction": 0}, "truncation_direction must be one of right, left"),
         ("/embed", [1, 2], "the body must be a JSON object"),
-        ("/tokenize", {"inputs": [[1, 2]]}, "inputs must be strings to tokenize"),
+        ("/tokenize", {"inputs": [[1, 2]]}, "inputs[0] must be a string"),
+        ("/tokenize", {"inputs": "x", "add_special_tokens": "yes"}, "add_special_tokens must be true or false"),
+        ("/embed_all", {"inputs": "x", "prompt_name": 3}, "prompt_name must be a string"),
+        ("/similarity", {"inputs": {"source_sentence": "x", "sentences": "y"}}, "sentences must be a non-empty list"),
+        ("/similarity", {"inputs": {"source_sentence": "x", "sentences": ["y"]}, "parameters": 1}, "parameters"),
+        ("/decode", {"ids": [1, -2]}, "ids must be token ids"),
+        ("/decode", {"ids": "1 2"}, "ids must be token ids"),
     ]
     for path, body, message in cases:
         status, _, reply = server.request(path, body)
@@ -427,7 +433,7 @@ def test_a_public_address_without_a_key_is_warned_about():
 def test_the_served_name_is_the_one_requests_give(server):
     assert server.request("/v1/embeddings", {"input": "x", "model": "minilm"})[0] == 200
     status, _, reply = server.request("/v1/embeddings", {"input": "x", "model": "all-MiniLM-L6-v2"})
-    assert status == 404 and "this server serves 'minilm'" in reply["error"]["message"]
+    assert status == 404 and "this server serves minilm (embed)" in reply["error"]["message"]
     assert [m["id"] for m in server.request("/v1/models")[2]["data"]] == ["minilm"]
 
 

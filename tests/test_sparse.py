@@ -7,33 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
-from reference import randomize_
 
 from minibert.sparse import SparseEncoder
 
 TEXTS = ["a river runs past the old mill", "The town meets at night.", "", "word " * 300]
-
-
-@pytest.fixture(scope="module")
-def splade_dir(minilm_dir, tmp_path_factory):
-    import transformers
-    from sentence_transformers.sparse_encoder import SparseEncoder as Reference
-    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
-
-    tmp = tmp_path_factory.mktemp("splade")
-    torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128
-    )
-    model = transformers.BertForMaskedLM(config).eval()
-    randomize_(model)
-    model.save_pretrained(tmp / "mlm")
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
-        shutil.copy(minilm_dir / name, tmp / "mlm" / name)
-    transformer = MLMTransformer(str(tmp / "mlm"), max_seq_length=128)
-    Reference(modules=[transformer, SpladePooling(pooling_strategy="max")], device="cpu").save(str(tmp / "st"))
-    return tmp / "st"
 
 
 def test_sparse_vectors_equal_sentence_transformers(splade_dir):

@@ -1,27 +1,41 @@
-"""`minibert serve`'s ASGI application (Starlette): OpenAI's embeddings API and TEI's native one. The routes
-only parse and serialise: a request's work is Infer's (infer.py), its fields api.py's.
+"""`minibert serve`'s ASGI application (Starlette): OpenAI's embeddings API, TEI's native routes and the
+Cohere/Jina rerank route, over one or more models (serve/models.py). The routes only parse and serialise:
+a request's work is its model's Infer's (infer.py), its fields are declared once in api.py (which also
+writes /openapi.json from them).
 
-Routes:
+Routes (a request may name its `model`; else the first served model that can answer the route is used):
     POST /v1/embeddings   OpenAI's request and response, as the `openai` client sends and reads them:
                           `input` a string, a list of strings, a list of token ids or a list of such lists;
-                          `encoding_format` float or base64 (the client's default); `model` must be the
-                          served name (404 otherwise); `dimensions` must be the model's own (400 otherwise:
-                          these models were not trained to be truncated, so a shorter vector would be
-                          silently worse); `truncate` as on /embed; `usage` counts the tokens; errors in
-                          OpenAI's error shape.
-    POST /embed           TEI's: `inputs`, `normalize` (default true), `truncate`, `truncation_direction`.
-    GET  /v1/models       the served model.          POST /tokenize   TEI's: each input's wordpieces.
-    GET  /health          200 once a warm-up forward has run; 503 while loading or draining.
-    GET  /info            what is served (model, dimension, dtype, int8, max length), limits, version, CPU.
+                          `encoding_format` float or base64 (the client's default); `model` a served
+                          embedder (404 if none is served by that name); `dimensions` must be the model's
+                          own (400 otherwise: these models were not trained to be truncated, so a shorter
+                          vector would be silently worse); `truncate` and `prompt_name` as on /embed;
+                          `usage` counts the tokens; errors in OpenAI's error shape.
+    POST /embed           TEI's: `inputs`, `normalize` (default true), `truncate`, `truncation_direction`,
+                          `prompt_name` (a prompt of the model's sentence-transformers configuration).
+    POST /embed_all       TEI's: each input's last-layer token vectors, unpadded.
+    POST /similarity      TEI's: the cosine similarity of each of `sentences` with `source_sentence`.
+    POST /embed_sparse    TEI's: a SPLADE model's non-zero weights per input, [{"index", "value"}].
+    POST /predict         TEI's: a classifier's (or cross-encoder's) labels and scores per input or pair.
+    POST /rerank          TEI's: `texts` by a cross-encoder's score for `query`, best first.
+    POST /v1/rerank       Cohere's, Jina's and infinity-emb's: `documents` by relevance, `top_n` of them.
+    POST /tokenize        TEI's: each input's tokens.      POST /decode   TEI's: token ids back to text.
+    GET  /v1/models       the served models.               GET /openapi.json   the request types' schemas.
+    GET  /health          200 once every model has run a warm-up forward; 503 while loading or draining.
+    GET  /info            what is served (each model's task, dimension, dtype, int8, max length), limits.
     GET  /metrics         Prometheus: requests by route and status, queue depth, batch sizes, latencies.
+
+Scores are the model's own activation (its sentence-transformers CrossEncoder entry, else a sigmoid for one
+label; a classifier's softmax, or sigmoid per label when multi-label), or the logits with `raw_scores`.
 
 Every computing route takes only `Content-Type: application/json` (415 otherwise: a browser's simple
 request cannot send it without a CORS preflight), reads its body within --max-body-bytes (413, and the
 connection closes) and the body time (408) before it asks for a permit (429 beyond
---max-concurrent-requests or --max-queue-seconds), and type-checks every field (400). A text longer
-than the model's limit is truncated unless the request says `truncate: false` (then 422, naming its
-index). A client that hangs up is counted as 499. With an API key, every route but /health needs
-`Authorization: Bearer KEY`, compared in constant time. CORS is off unless origins are named.
+--max-concurrent-requests, or while every model that could answer has --max-queue-seconds of work
+queued), and type-checks every field (400). A text longer than the model's limit is truncated unless the
+request says `truncate: false` (then 422, naming its index). A client that hangs up is counted as 499.
+With an API key, every route but /health needs `Authorization: Bearer KEY`, compared in constant time.
+CORS is off unless origins are named.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -39,27 +54,28 @@ from starlette.routing import Route
 
 from minibert.serve import api
 from minibert.serve.api import Refused
-from minibert.serve.infer import INLINE_BELOW, Infer, input_size
+from minibert.serve.infer import INLINE_BELOW, Admission, input_size
 from minibert.serve.limits import Limits
+from minibert.serve.models import Model, pick
+from minibert.serve.schema import parse
 
 
 @dataclass
 class State:
-    load: object  # () -> Encoder, called once at startup, in the model thread
-    model_name: str
+    models: dict  # name -> Model, in the order given; each loaded at startup in a thread of its own
     limits: Limits
     api_key: str | None = None
     cpu: str = ""
     access_log: bool = True  # one line per request on stderr
-    encoder: object = None
-    infer: Infer | None = None
+    admission: Admission | None = None
+    workers: object = None  # the threads that parse, tokenize and serialise large work off the event loop
     metrics: object = None
     ready: bool = False
     draining: bool = False
     in_flight: int = 0  # requests between their first byte and their answer sent, which a drain waits for
     failed: str | None = None
-    served: dict = field(default_factory=dict)  # what /info and the ready line say is served
-    on_ready: list = field(default_factory=list)  # callbacks once the warm-up forward has run
+    on_ready: list = field(default_factory=list)  # callbacks once the warm-up forwards have run
+    openapi: dict = field(default_factory=dict)
 
 
 class Metrics:
@@ -74,7 +90,7 @@ class Metrics:
             "minibert_requests", "Requests by route and status", ["route", "status"], registry=self.registry
         )
         self.queue_depth = Gauge("minibert_queue_depth", "Texts waiting for the forward", registry=self.registry)
-        self.queue_depth.set_function(lambda: state.infer.queue.depth if state.infer else 0)
+        self.queue_depth.set_function(lambda: sum(m.infer.queue.depth for m in state.models.values() if m.infer))
         self.batch_texts = Histogram(
             "minibert_batch_texts",
             "Texts per request batch",
@@ -125,13 +141,11 @@ class Answer(Response):
 # --- what every route does ----------------------------------------------------------------------------------
 
 
-COMPUTING = ("embeddings", "embed", "tokenize")
-
-
-def route(name: str, openai_errors: bool):
-    """A handler wrapped with what every route does: authentication, readiness, for the computing routes the
-    body (read within its limits, then parsed off the event loop) and a permit, metrics, one access-log
-    line, and errors as one-line JSON (OpenAI's shape on /v1, TEI's elsewhere)."""
+def route(name: str, openai_errors: bool, tasks: tuple | None = None):
+    """A handler wrapped with what every route does: authentication, readiness, for the computing routes (those
+    with `tasks`, the tasks of the models that can answer them) the body, read within its limits, then a
+    permit, then the body parsed off the event loop; metrics, one access-log line, and errors as one-line
+    JSON (OpenAI's shape on /v1, TEI's elsewhere)."""
 
     def wrap(handler):
         async def endpoint(request: Request):
@@ -151,7 +165,7 @@ def route(name: str, openai_errors: bool):
             try:
                 if name != "health":  # a load balancer's probe carries no key
                     authenticate(request, state)
-                if name not in COMPUTING:
+                if tasks is None:
                     status, payload = await handler(request, state)
                     if isinstance(payload, str):  # Prometheus' text format
                         return Answer(payload.encode(), status, {"Content-Type": "text/plain; version=0.0.4"}, done)
@@ -161,8 +175,9 @@ def route(name: str, openai_errors: bool):
                     raise Refused(503, message, headers={"Retry-After": "1"})
                 api.check_content_type(request.headers.get("content-type", ""))
                 body = await read_body(request, state.limits)
-                permit = state.infer.try_acquire_permit()  # before any work: a refused request costs its read only
-                body = await off_loop(request, state.infer, len(body), api.parse_json, body)
+                permit = state.admission.try_acquire_permit()  # before any work: a refusal costs the read only
+                check_room([m for m in state.models.values() if m.task in tasks])
+                body = await off_loop(request, state, len(body), api.parse_json, body)
                 status, payload = await handler(request, state, body, info)
                 return Answer(payload, status, done=done)
             except Refused as e:
@@ -186,6 +201,20 @@ def route(name: str, openai_errors: bool):
         return endpoint
 
     return wrap
+
+
+def check_room(models: list) -> None:
+    """A 429 before the body is parsed when every model that could answer has a full queue (the request's own
+    model is checked again once it is known)."""
+    refusals = []
+    for model in models:
+        try:
+            model.infer.check_queue()
+            return
+        except Refused as e:
+            refusals.append(e)
+    if refusals:
+        raise refusals[0]
 
 
 def log_request(request: Request, status: int, seconds: float, info: dict) -> None:
@@ -218,12 +247,12 @@ async def read_body(request: Request, limits: Limits) -> bytes:
         raise Refused(408, f"the body did not arrive within {limits.body_seconds:g} s") from None
 
 
-async def off_loop(request: Request, infer: Infer, size: int, fn, *args):
+async def off_loop(request: Request, state: State, size: int, fn, *args):
     """fn(*args): in place when `size` is under INLINE_BELOW, else in a worker thread, dropped (a 499) if the
     client goes first."""
     if size < INLINE_BELOW:
         return fn(*args)
-    return await computed(request, infer.run(fn, *args))
+    return await computed(request, asyncio.get_running_loop().run_in_executor(state.workers, fn, *args))
 
 
 async def computed(request: Request, work) -> object:
@@ -257,48 +286,160 @@ def authenticate(request: Request, state: State) -> None:
 # --- the routes ----------------------------------------------------------------------------------------------
 
 
-async def embed_inputs(request: Request, state: State, inputs: list, options, info: dict):
-    """Tokenize, compute and finish one request's inputs: (vectors, tokens)."""
-    infer = state.infer
+def chosen(state: State, name: str | None, tasks: tuple, route: str) -> Model:
+    """The request's model (serve/models.py: pick), with room in its queue (429 otherwise)."""
+    model = pick(state.models, name, tasks, route)
+    model.infer.check_queue()
+    return model
+
+
+def options_for(model: Model, prompt_name: str | None = None, **overrides):
+    """The engine options of one request: its overrides, and the text of the prompt it names."""
+    prompt = None
+    if prompt_name is not None:
+        if not hasattr(model.loaded, "prompt"):
+            raise Refused(400, f"model {model.name!r} has no prompts", "prompt_name")
+        try:
+            prompt = model.loaded.prompt(prompt_name=prompt_name)
+        except ValueError as e:
+            raise Refused(400, str(e), "prompt_name") from None
+    return model.engine.options(prompt=prompt, **overrides)
+
+
+async def computed_rows(request: Request, state: State, model: Model, inputs: list, options, output: str, info):
+    """Tokenize one request's inputs and compute their rows of `output` on `model`: (rows, tokens)."""
+    infer = model.infer
     start = time.perf_counter()
-    encodings = await off_loop(request, infer, input_size(inputs), infer.tokenize, inputs, options)
+    encodings = await off_loop(request, state, input_size(inputs), infer.tokenize, inputs, options)
     state.metrics.tokenize_seconds.observe(time.perf_counter() - start)
     tokens = sum(len(e.ids) for e in encodings)
-    info.update(texts=len(encodings), tokens=tokens)
-    return await computed(request, infer.embed(encodings, options)), tokens
+    info.update(model=model.name, texts=len(encodings), tokens=tokens)
+    return await computed(request, infer.compute(encodings, output)), tokens
 
 
-@route("embeddings", openai_errors=True)
+async def written(request: Request, state: State, model: Model, size: int, fn, *args) -> bytes:
+    """An answer's bytes, written off the event loop when large (`size` floats)."""
+    start = time.perf_counter()
+    payload = await off_loop(request, state, size, fn, *args)
+    state.metrics.serialize_seconds.observe(time.perf_counter() - start)
+    return payload
+
+
+EMBED, SPARSE, SCORE, RERANK = ("embed",), ("sparse",), ("classify", "rerank"), ("rerank",)
+ANY = ("embed", "rerank", "classify", "sparse")
+
+
+@route("embeddings", openai_errors=True, tasks=EMBED)
 async def embeddings(request: Request, state: State, body, info: dict):
-    req = api.embeddings_request(body, state.limits, state.model_name, state.encoder.dim)
-    options = state.encoder.engine.options(truncate=req.truncate)
-    vectors, tokens = await embed_inputs(request, state, req.inputs, options, info)
-    start = time.perf_counter()
-    payload = await off_loop(
-        request, state.infer, vectors.size, api.embeddings_body, vectors, req.encoding_format, state.model_name, tokens
+    req = parse(api.EmbeddingsRequest, body, state.limits)
+    model = chosen(state, req.model, EMBED, "/v1/embeddings")
+    api.check_dimensions(req, model.engine.dim)
+    options = options_for(model, req.prompt_name, truncate=req.truncate)
+    raw, tokens = await computed_rows(request, state, model, req.input, options, "pooled", info)
+    vectors = model.engine.finish(raw, options)
+    payload = await written(
+        request, state, model, vectors.size, api.embeddings_body, vectors, req.encoding_format, model.name, tokens
     )
-    state.metrics.serialize_seconds.observe(time.perf_counter() - start)
     return 200, payload
 
 
-@route("embed", openai_errors=False)
+async def texts_rows(request: Request, state: State, body, kind, tasks: tuple, route: str, output: str, info):
+    """A TEI request over texts (api.TextsRequest) parsed, its model chosen, its rows of `output` computed:
+    (request, model, rows)."""
+    req = parse(kind, body, state.limits)
+    model = chosen(state, req.model, tasks, route)
+    options = options_for(model, req.prompt_name, truncate=req.truncate, truncation_side=req.truncation_direction)
+    rows, _ = await computed_rows(request, state, model, req.inputs, options, output, info)
+    return req, model, rows
+
+
+@route("embed", openai_errors=False, tasks=EMBED)
 async def embed(request: Request, state: State, body, info: dict):
-    req = api.parse_embed(body, state.limits)
-    options = state.encoder.engine.options(
-        normalize=req.normalize, truncate=req.truncate, truncation_side=req.truncation_side
-    )
-    vectors, _ = await embed_inputs(request, state, req.inputs, options, info)
-    start = time.perf_counter()
-    payload = await off_loop(request, state.infer, vectors.size, api.vectors_body, vectors)
-    state.metrics.serialize_seconds.observe(time.perf_counter() - start)
-    return 200, payload
+    req, model, raw = await texts_rows(request, state, body, api.EmbedRequest, EMBED, "/embed", "pooled", info)
+    vectors = model.engine.finish(raw, model.engine.options(normalize=req.normalize))
+    return 200, await written(request, state, model, vectors.size, api.vectors_body, vectors)
 
 
-def tokens_of(engine, inputs: list) -> bytes:
+@route("embed_all", openai_errors=False, tasks=EMBED)
+async def embed_all(request: Request, state: State, body, info: dict):
+    _, model, rows = await texts_rows(request, state, body, api.EmbedAllRequest, EMBED, "/embed_all", "tokens", info)
+    size = sum(r.size for r in rows)
+    return 200, await written(request, state, model, size, api.token_vectors_body, rows)
+
+
+@route("similarity", openai_errors=False, tasks=EMBED)
+async def similarity(request: Request, state: State, body, info: dict):
+    req = parse(api.SimilarityRequest, body, state.limits)
+    model = chosen(state, req.model, EMBED, "/similarity")
+    p = req.parameters or api.SimilarityParameters()
+    options = options_for(model, p.prompt_name, truncate=p.truncate, truncation_side=p.truncation_direction)
+    texts = [req.inputs.source_sentence, *req.inputs.sentences]
+    if len(texts) > state.limits.max_request_texts:
+        raise Refused(413, f"{len(texts)} texts, more than the {state.limits.max_request_texts} a request may hold")
+    raw, _ = await computed_rows(request, state, model, texts, options, "pooled", info)
+    vectors = model.engine.finish(raw, model.engine.options(normalize=True))
+    scores = vectors[1:] @ vectors[0]  # (sentences,) cosine similarities
+    if not np.isfinite(scores).all():
+        raise ValueError("the model produced a NaN or an infinite value")
+    return 200, api.json_bytes(scores.tolist())
+
+
+@route("embed_sparse", openai_errors=False, tasks=SPARSE)
+async def embed_sparse(request: Request, state: State, body, info: dict):
+    kind = api.EmbedSparseRequest
+    _, model, rows = await texts_rows(request, state, body, kind, SPARSE, "/embed_sparse", "sparse", info)
+    size = sum(len(indices) for indices, _ in rows)
+    return 200, await written(request, state, model, size, api.sparse_body, rows)
+
+
+def scores_of(model: Model, logits: np.ndarray, raw: bool) -> np.ndarray:
+    """(N, labels) logits as the model's scores (its activation), or as they are with `raw`."""
+    if raw:
+        return logits
+    import torch
+
+    return model.loaded.scores(torch.from_numpy(logits)).numpy()
+
+
+@route("predict", openai_errors=False, tasks=SCORE)
+async def predict(request: Request, state: State, body, info: dict):
+    req = parse(api.PredictRequest, body, state.limits)
+    model = chosen(state, req.model, SCORE, "/predict")
+    options = model.engine.options(truncate=req.truncate)
+    logits, _ = await computed_rows(request, state, model, req.inputs, options, "logits", info)
+    single = not (isinstance(body["inputs"], list) and body["inputs"] and isinstance(body["inputs"][0], list))
+    scores = scores_of(model, logits, req.raw_scores)
+    return 200, api.predictions_body(scores, model.loaded.labels, single)
+
+
+async def rerank_scores(request, state, model: Model, query: str, texts: list, truncate: bool, raw: bool, info):
+    """Each text's score for `query` as a (query, text) pair: (scores (N,), tokens)."""
+    options = model.engine.options(truncate=truncate)
+    logits, tokens = await computed_rows(request, state, model, [(query, t) for t in texts], options, "logits", info)
+    return scores_of(model, logits, raw)[:, 0], tokens
+
+
+@route("rerank", openai_errors=False, tasks=RERANK)
+async def rerank(request: Request, state: State, body, info: dict):
+    req = parse(api.RerankRequest, body, state.limits)
+    model = chosen(state, req.model, RERANK, "/rerank")
+    scores, _ = await rerank_scores(request, state, model, req.query, req.texts, req.truncate, req.raw_scores, info)
+    return 200, api.rerank_body(scores, req.texts, req.return_text)
+
+
+@route("v1_rerank", openai_errors=True, tasks=RERANK)
+async def v1_rerank(request: Request, state: State, body, info: dict):
+    req = parse(api.CohereRerankRequest, body, state.limits)
+    model = chosen(state, req.model, RERANK, "/v1/rerank")
+    scores, tokens = await rerank_scores(request, state, model, req.query, req.documents, True, False, info)
+    return 200, api.cohere_rerank_body(scores, req.documents, req, model.name, tokens)
+
+
+def tokens_of(engine, inputs: list, options, add_special_tokens: bool) -> bytes:
     tokenizer = engine.tokenizer
     specials = {tokenizer.cls_token_id, tokenizer.sep_token_id}
     out = []
-    for e in tokenizer.encode(inputs, max_length=engine.options().max_length):
+    for e in tokenizer.encode([options.prompt + t for t in inputs], max_length=options.max_length):
         out.append(
             [
                 {
@@ -309,24 +450,41 @@ def tokens_of(engine, inputs: list) -> bytes:
                     "stop": b if i not in specials else None,
                 }
                 for i, t, (a, b) in zip(e.ids, e.tokens, e.offsets)
+                if add_special_tokens or i not in specials
             ]
         )
     return api.json_bytes(out)
 
 
-@route("tokenize", openai_errors=False)
+@route("tokenize", openai_errors=False, tasks=ANY)
 async def tokenize_route(request: Request, state: State, body, info: dict):
-    inputs = api.parse_tokenize(body, state.limits)
+    req = parse(api.TokenizeRequest, body, state.limits)
+    model = pick(state.models, req.model, ANY, "/tokenize")
+    options = options_for(model, req.prompt_name)
+    work = (tokens_of, model.engine, req.inputs, options, req.add_special_tokens)
     try:
-        return 200, await off_loop(request, state.infer, input_size(inputs), tokens_of, state.encoder.engine, inputs)
+        return 200, await off_loop(request, state, input_size(req.inputs), *work)
     except ValueError as e:
         raise Refused(400, str(e), "inputs") from None
 
 
+@route("decode", openai_errors=False, tasks=ANY)
+async def decode(request: Request, state: State, body, info: dict):
+    req = parse(api.DecodeRequest, body, state.limits)
+    model = pick(state.models, req.model, ANY, "/decode")
+    vocab = model.engine.config.vocab_size
+    for row in req.ids:
+        bad = next((t for t in row if t >= vocab), None)
+        if bad is not None:
+            raise Refused(400, f"token id {bad} is outside the vocabulary [0, {vocab})", "ids")
+    tokenizer = model.engine.tokenizer
+    return 200, api.json_bytes([tokenizer.decode(row, req.skip_special_tokens) for row in req.ids])
+
+
 @route("models", openai_errors=True)
 async def models(request: Request, state: State):
-    model = {"id": state.model_name, "object": "model", "created": 0, "owned_by": "minibert"}
-    return 200, {"object": "list", "data": [model]}
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "minibert"} for name in state.models]
+    return 200, {"object": "list", "data": data}
 
 
 @route("health", openai_errors=False)
@@ -342,12 +500,14 @@ async def info(request: Request, state: State):
     import minibert
 
     limits = state.limits
+    first = next(iter(state.models.values()))
     return 200, {
-        "model_id": state.model_name,
+        "model_id": first.name,
         "version": minibert.__version__,
         "ready": state.ready,
         "cpu": state.cpu,
-        **state.served,
+        **first.served,
+        "models": [{"id": m.name, **m.served} for m in state.models.values()],
         **{k: getattr(limits, k) for k in limits.__dataclass_fields__},
     }
 
@@ -359,31 +519,48 @@ async def metrics(request: Request, state: State):
     return 200, generate_latest(state.metrics.registry).decode()
 
 
+@route("openapi", openai_errors=False)
+async def openapi_route(request: Request, state: State):
+    return 200, state.openapi
+
+
 # --- the application -----------------------------------------------------------------------------------------
 
-
-def served(encoder) -> dict:
-    """What is served, for /info and the ready line: the model's dimension, dtype, int8 or not, max length,
-    pooling and normalisation."""
-    from minibert.fast.quantize import Int8Linear
-
-    model = encoder.model
-    options = encoder.engine.options()
-    return {
-        "dim": encoder.dim,
-        "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-        "int8": any(isinstance(m, Int8Linear) for m in model.modules()),
-        "max_input_length": options.max_length,
-        "pooling": options.pooling,
-        "normalize": options.normalize,
-        "device": str(encoder.device),
-    }
+# (path, method, handler, summary, request type): the routes, and the OpenAPI document written from them
+ROUTES = [
+    ("/v1/embeddings", "POST", embeddings, "OpenAI's embeddings", api.EmbeddingsRequest),
+    ("/embeddings", "POST", embeddings, "OpenAI's embeddings (without /v1)", api.EmbeddingsRequest),
+    ("/embed", "POST", embed, "sentence vectors (TEI)", api.EmbedRequest),
+    ("/embed_all", "POST", embed_all, "each input's token vectors (TEI)", api.EmbedAllRequest),
+    ("/similarity", "POST", similarity, "cosine similarities with a source sentence (TEI)", api.SimilarityRequest),
+    ("/embed_sparse", "POST", embed_sparse, "SPLADE weights (TEI)", api.EmbedSparseRequest),
+    ("/predict", "POST", predict, "labels and scores (TEI)", api.PredictRequest),
+    ("/rerank", "POST", rerank, "texts ranked for a query (TEI)", api.RerankRequest),
+    ("/v1/rerank", "POST", v1_rerank, "documents ranked for a query (Cohere, Jina)", api.CohereRerankRequest),
+    ("/tokenize", "POST", tokenize_route, "each input's tokens (TEI)", api.TokenizeRequest),
+    ("/decode", "POST", decode, "token ids back to text (TEI)", api.DecodeRequest),
+    ("/v1/models", "GET", models, "the served models", None),
+    ("/health", "GET", health, "200 when ready", None),
+    ("/info", "GET", info, "what is served, and the limits", None),
+    ("/metrics", "GET", metrics, "Prometheus metrics", None),
+    ("/openapi.json", "GET", openapi_route, "this document", None),
+]
 
 
 def create_app(state: State, cors_origins: list[str] | None = None) -> Starlette:
-    """The ASGI app. At startup it loads the encoder off the event loop, runs a warm-up forward, and only
-    then reports ready (/health 200) and calls `state.on_ready`."""
+    """The ASGI app. At startup it loads each model off the event loop in a thread of its own, runs warm-up
+    forwards, and only then reports ready (/health 200) and calls `state.on_ready`."""
+    from concurrent.futures import ThreadPoolExecutor
     from contextlib import asynccontextmanager
+
+    import minibert
+    from minibert.serve.schema import openapi
+
+    state.openapi = openapi(
+        "minibert serve", minibert.__version__, [(path, method, doc, req) for path, method, _, doc, req in ROUTES]
+    )
+    state.admission = Admission(state.limits)
+    state.workers = ThreadPoolExecutor(2, thread_name_prefix="minibert-io")
 
     @asynccontextmanager
     async def lifespan(app):
@@ -393,19 +570,12 @@ def create_app(state: State, cors_origins: list[str] | None = None) -> Starlette
             yield
         finally:
             loading.cancel()
-            if state.infer is not None:
-                await state.infer.stop()
+            for model in state.models.values():
+                if model.infer is not None:
+                    await model.infer.stop()
+            state.workers.shutdown(wait=False, cancel_futures=True)
 
-    routes = [
-        Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/embeddings", embeddings, methods=["POST"]),
-        Route("/embed", embed, methods=["POST"]),
-        Route("/tokenize", tokenize_route, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/health", health, methods=["GET"]),
-        Route("/info", info, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-    ]
+    routes = [Route(path, handler, methods=[method]) for path, method, handler, _, _ in ROUTES]
     middleware = []
     if cors_origins:
         from starlette.middleware import Middleware
@@ -428,17 +598,15 @@ async def _load(state: State) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     loop = asyncio.get_running_loop()
-    thread = ThreadPoolExecutor(1, thread_name_prefix="minibert-model")  # loads the model, then runs every forward
     try:
-        state.encoder = await loop.run_in_executor(thread, state.load)
-        state.served = served(state.encoder)
-        state.infer = Infer(state.encoder.engine, state.limits, thread, state.metrics)
-        state.infer.start()
-        warm = state.encoder.engine.options()
-        # two warm-up request batches, one short and one of 1,000 tokens, give the queue's cost model
-        # (minibert/serve/queue.py) a first measure of both a batch's overhead and its cost per token
-        for texts in (["A warm-up text."], ["A warm-up text for a batch of a thousand tokens."] * 77):
-            await state.infer.embed(state.infer.tokenize(texts, warm), warm)
+        for model in state.models.values():
+            # the thread that loads a model runs its every forward (serve/queue.py says why)
+            model.thread = ThreadPoolExecutor(1, thread_name_prefix=f"minibert-model-{model.name}"[:40])
+            model.loaded = await loop.run_in_executor(model.thread, model.load)
+            model.start(state.limits, state.metrics)
+            options = model.engine.options()
+            for inputs in model.warm_up_inputs():
+                await model.infer.compute(model.infer.tokenize(inputs, options), model.output())
     except Exception as e:  # reported by /health and by the command, which then exits
         state.failed = f"{type(e).__name__}: {e}"
         for callback in state.on_ready:
@@ -456,5 +624,6 @@ async def drain(state: State) -> None:
     deadline = time.monotonic() + state.limits.drain_seconds
     while state.in_flight > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    if state.infer is not None:
-        await state.infer.queue.stop()
+    for model in state.models.values():
+        if model.infer is not None:
+            await model.infer.queue.stop()

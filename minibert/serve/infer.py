@@ -1,6 +1,7 @@
 """`Infer`: what the server does with an admitted request, shaped like text-embeddings-inference's
-`core/src/infer.rs`. It owns the permits (`try_acquire_permit`: --max-concurrent-requests and
---max-queue-seconds, both checked here, beside the queue they protect), the worker threads that parse,
+`core/src/infer.rs`. Admission is here: `Admission` counts the requests in progress in the whole server
+(--max-concurrent-requests), and each model's Infer refuses work while its queue is full (`check_queue`:
+--max-queue-seconds, beside the queue it protects). An Infer owns the worker threads that parse,
 tokenize and serialise off the event loop, the queue that feeds the model thread, and the engine's
 finishing of each request's vectors (normalisation). The HTTP routes (app.py) and Ray Serve
 (ray_serve.py) call it; neither touches the model.
@@ -11,7 +12,6 @@ against the limits until the write timeout drops it."""
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -31,17 +31,33 @@ def input_size(inputs: list) -> int:
     return sum(len(x) if isinstance(x, str) else 8 * len(x) for x in inputs)
 
 
+class Admission:
+    """--max-concurrent-requests, for the whole server: a request holds a Permit from when its body has been
+    read until its answer has been handed to the connection."""
+
+    def __init__(self, limits: Limits):
+        self.limits, self.admitted = limits, 0
+
+    def try_acquire_permit(self) -> Permit:
+        """A permit for one request, or a 429 when --max-concurrent-requests are already admitted."""
+        if self.admitted >= self.limits.max_concurrent_requests:
+            raise Refused(
+                429, f"{self.admitted} requests in progress, the most this server takes", headers={"Retry-After": "1"}
+            )
+        return Permit(self)
+
+
 class Permit:
     """One admitted request's place; released once (a context manager, or `release()`)."""
 
-    def __init__(self, infer: Infer):
-        self.infer, self.held = infer, True
-        infer.admitted += 1
+    def __init__(self, admission: Admission):
+        self.admission, self.held = admission, True
+        admission.admitted += 1
 
     def release(self) -> None:
         if self.held:
             self.held = False
-            self.infer.admitted -= 1
+            self.admission.admitted -= 1
 
     def __enter__(self):
         return self
@@ -52,48 +68,36 @@ class Permit:
 
 class Infer:
     """An Engine behind a queue, with admission. `model_thread` is the one thread that runs every forward
-    (the thread the model was loaded in); `workers` threads parse, tokenize and serialise."""
+    (the thread the model was loaded in). `forward(encodings,
+    output)` computes one request batch's rows of an output (serve/models.py has one per kind of model);
+    by default the engine's pooled vectors, not normalised ("pooled")."""
 
-    def __init__(self, engine, limits: Limits, model_thread: ThreadPoolExecutor, metrics=None, workers: int = 2):
+    def __init__(self, engine, limits: Limits, model_thread: ThreadPoolExecutor, metrics=None, forward=None):
         self.engine, self.limits, self.metrics = engine, limits, metrics
-        raw = engine.options(normalize=False)  # the queue computes pooled vectors; each request finishes its own
+        if forward is None:
+            raw = engine.options(normalize=False)  # the queue computes pooled vectors; each request finishes its own
 
-        def forward(encodings):
-            return engine.backend.to_numpy(engine.embed(encodings, raw))
+            def forward(encodings, output):
+                return engine.backend.to_numpy(engine.embed(encodings, raw))
 
-        self.queue = Queue(forward, engine.dim, limits.max_batch_tokens, model_thread, metrics)
-        self.workers = ThreadPoolExecutor(workers, thread_name_prefix="minibert-io")
-        self.admitted = 0
+        self.queue = Queue(forward, limits.max_batch_tokens, model_thread, metrics)
 
     def start(self) -> None:
         self.queue.start()
 
     async def stop(self) -> None:
         await self.queue.stop()
-        self.workers.shutdown(wait=False, cancel_futures=True)
 
-    def try_acquire_permit(self) -> Permit:
-        """A permit for one request, or a 429 saying which limit is reached: the requests already admitted
-        (--max-concurrent-requests), or the work already queued (--max-queue-seconds, at the speed of recent
+    def check_queue(self) -> None:
+        """A 429 when the work already queued would take --max-queue-seconds or more (at the speed of recent
         request batches)."""
-        limits = self.limits
-        if self.admitted >= limits.max_concurrent_requests:
-            raise Refused(
-                429, f"{self.admitted} requests in progress, the most this server takes", headers={"Retry-After": "1"}
-            )
-        wait = self.queue.wait_seconds()
-        if wait >= limits.max_queue_seconds:
+        wait, limit = self.queue.wait_seconds(), self.limits.max_queue_seconds
+        if wait >= limit:
             raise Refused(
                 429,
-                f"the queued work would take {wait:.2f} s, over this server's {limits.max_queue_seconds:g} s limit",
+                f"the queued work would take {wait:.2f} s, over this server's {limit:g} s limit",
                 headers={"Retry-After": str(max(1, round(wait)))},
             )
-        return Permit(self)
-
-    async def run(self, fn, *args):
-        """fn(*args) in a worker thread, so that parsing, tokenizing and serialising never hold the event loop
-        (the app runs work under INLINE_BELOW in place: a thread hand-over costs more than a short query's)."""
-        return await asyncio.get_running_loop().run_in_executor(self.workers, fn, *args)
 
     def tokenize(self, inputs: list, options) -> list:
         """The model inputs of one request; a text too long with truncate off is a 422 naming it, a text that
@@ -105,10 +109,13 @@ class Infer:
         except (ValueError, TypeError) as e:
             raise Refused(400, str(e), "input") from None
 
-    async def embed(self, encodings: list, options) -> np.ndarray:
-        """The finished (normalised where `options` say) vectors of one request's model inputs."""
+    async def compute(self, encodings: list, output: str = "pooled"):
+        """One request's rows of `output`, computed in request batches with other requests'."""
         try:
-            raw = await self.queue.submit(encodings)
+            return await self.queue.submit(encodings, output)
         except Stopped:
             raise Refused(503, "the server stopped before this request was computed (its drain time was up)") from None
-        return self.engine.finish(raw, options)
+
+    async def embed(self, encodings: list, options) -> np.ndarray:
+        """The finished (normalised where `options` say) vectors of one request's model inputs."""
+        return self.engine.finish(await self.compute(encodings), options)

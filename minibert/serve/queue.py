@@ -32,12 +32,14 @@ class Stopped(Exception):
 
 @dataclass
 class Job:
-    """One request's model inputs, waiting for their raw vectors (pooled, not normalised)."""
+    """One request's model inputs, waiting for their rows of one output (pooled vectors, token vectors,
+    logits or sparse weights: what the model's forward gives for `output`)."""
 
     encodings: list
     future: asyncio.Future
+    output: str = "pooled"
     queued: float = field(default_factory=time.perf_counter)
-    vectors: np.ndarray | None = None
+    parts: list = field(default_factory=list)  # the rows computed so far, a piece per request batch
     done: int = 0  # texts computed so far
     cancelled: bool = False
     tokens: list = field(default_factory=list)  # each text's token count
@@ -75,11 +77,12 @@ class BatchCost:
 
 
 class Queue:
-    """The queue and its worker. `submit(encodings)` returns the (n, H) float32 raw vectors of one request;
-    `forward(encodings)` computes one request batch (it runs in `thread`)."""
+    """The queue and its worker. `submit(encodings, output)` returns one request's rows of that output, in
+    input order: an (n, ...) array, or a list where the forward gives one; `forward(encodings, output)`
+    computes one request batch (it runs in `thread`). A request batch holds the texts of one output only."""
 
-    def __init__(self, forward, dim: int, max_batch_tokens: int, thread: ThreadPoolExecutor, metrics=None):
-        self.forward, self.dim = forward, dim
+    def __init__(self, forward, max_batch_tokens: int, thread: ThreadPoolExecutor, metrics=None):
+        self.forward = forward
         self.max_batch_tokens = max_batch_tokens
         self.thread, self.metrics = thread, metrics
         self.jobs: list[Job] = []  # waiting or partly computed, oldest first
@@ -118,9 +121,8 @@ class Queue:
         batches = -(-queued // self.max_batch_tokens)
         return self.cost.seconds(queued, batches)
 
-    async def submit(self, encodings: list) -> np.ndarray:
-        job = Job(encodings, asyncio.get_running_loop().create_future())
-        job.vectors = np.empty((len(encodings), self.dim), np.float32)
+    async def submit(self, encodings: list, output: str = "pooled"):
+        job = Job(encodings, asyncio.get_running_loop().create_future(), output)
         job.tokens = [len(e.ids) for e in encodings]
         self.queued_tokens += sum(job.tokens)
         self.jobs.append(job)
@@ -142,6 +144,8 @@ class Queue:
         self.jobs = [j for j in self.jobs if not j.cancelled]
         taken, tokens = [], 0
         for job in self.jobs:
+            if taken and job.output != taken[0][0].output:
+                continue  # a later request batch computes it
             start = end = job.done
             while end < len(job.encodings):
                 n = len(job.encodings[end].ids)
@@ -182,7 +186,7 @@ class Queue:
                 self.metrics.batch_texts.observe(len(encodings))
                 self.metrics.batch_tokens.observe(tokens)
             try:
-                vectors = await loop.run_in_executor(self.thread, self.forward, encodings)
+                rows = await loop.run_in_executor(self.thread, self.forward, encodings, taken[0][0].output)
             except Exception as error:  # a fault of the computation fails the requests in this batch
                 for job, _, _ in taken:
                     if not job.future.done():
@@ -195,7 +199,7 @@ class Queue:
                 self.metrics.batch_seconds.observe(elapsed)
             row = 0
             for job, start, end in taken:
-                job.vectors[start:end] = vectors[row : row + end - start]
+                job.parts.append(rows[row : row + end - start])
                 row += end - start
                 if not job.cancelled:  # a dropped job's tokens left the count when it was dropped
                     self.queued_tokens -= sum(job.tokens[start:end])
@@ -203,4 +207,13 @@ class Queue:
                 if end == len(job.encodings):
                     self.jobs.remove(job)
                     if not job.future.done():
-                        job.future.set_result(job.vectors)
+                        job.future.set_result(_joined(job.parts))
+
+
+def _joined(parts: list):
+    """A request's rows from the pieces its request batches computed."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return [row for part in parts for row in part]

@@ -77,9 +77,13 @@ class Embedder:
             if len(body) > self.limits.max_body_bytes:
                 raise Refused(413, f"the body is larger than the {self.limits.max_body_bytes}-byte limit")
             req = api.embeddings_request(api.parse_json(body), self.limits, self.name, self.engine.dim)
-            options = self.engine.options(truncate=req.truncate)
             try:
-                vectors, tokens = await self._vectors(req.inputs, options)
+                prompt = None if req.prompt_name is None else self.encoder.prompt(prompt_name=req.prompt_name)
+            except ValueError as e:
+                raise Refused(400, str(e), "prompt_name") from None
+            options = self.engine.options(truncate=req.truncate, prompt=prompt)
+            try:
+                vectors, tokens = await self._vectors(req.input, options)
             except InputTooLong as e:
                 raise Refused(422, str(e), "input") from None
             except (ValueError, TypeError) as e:

@@ -32,9 +32,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def serve(
-    load,
+    models: list,
     *,
-    model_name: str,
     host: str,
     port: int,
     limits: Limits,
@@ -42,12 +41,11 @@ def serve(
     cors_origins=None,
     access_log: bool = True,
 ) -> int:
-    """Serve the encoder `load()` returns until SIGTERM or SIGINT; returns the exit code."""
+    """Serve `models` (serve/models.py's Model, names unique) until SIGTERM or SIGINT; returns the exit code."""
     from minibert.fast.cpu import features
 
     state = State(
-        load=load,
-        model_name=model_name,
+        models={model.name: model for model in models},
         limits=limits,
         api_key=api_key,
         cpu=features().describe(),
@@ -79,11 +77,10 @@ async def _serve(state: State, app, sock: socket.socket, host: str, port: int) -
             server.stop()
             return
         where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-        s, limits = state.served, state.limits
+        limits = state.limits
+        served = "; ".join(describe_line(model) for model in state.models.values())
         print(
-            f"minibert: serving {state.model_name} ({s['dim']} dimensions, {s['dtype']}"
-            f"{', int8' if s['int8'] else ''}, max {s['max_input_length']} tokens, {s['pooling']} pooling"
-            f"{', normalised' if s['normalize'] else ''}; CPU {state.cpu}) at {where}; limits: "
+            f"minibert: serving {served}; CPU {state.cpu}; at {where}; limits: "
             f"{limits.max_concurrent_requests} requests, {limits.max_queue_seconds:g} s of queue, "
             f"{limits.max_request_texts} inputs and {limits.max_body_bytes} bytes a request, "
             f"{limits.max_connections} connections",
@@ -98,3 +95,13 @@ async def _serve(state: State, app, sock: socket.socket, host: str, port: int) -
     finally:
         await server.shutdown()
     return outcome["code"]
+
+
+def describe_line(model) -> str:
+    """One model for the ready line: its name and task, and what its vectors or scores are."""
+    s = model.served
+    what = [f"{s['dim']} dimensions"] if "dim" in s else [f"labels {', '.join(s['labels'])}"]
+    what += [s["dtype"]] + (["int8"] if s["int8"] else []) + [f"max {s['max_input_length']} tokens"]
+    if model.task == "embed":
+        what.append(f"{s['pooling']} pooling" + (", normalised" if s["normalize"] else ""))
+    return f"{model.name} ({model.task}: {', '.join(what)})"

@@ -18,6 +18,7 @@ from minibert.encoder import Encoder
 from minibert.engine.core import warn_truncated
 from minibert.formats.hub import resolve
 from minibert.heads import BertForSequenceClassification
+from minibert.settings import as_device, as_dtype, check_quantize, max_length_for
 from minibert.tokenizer import Tokenizer
 
 # sentence-transformers' CrossEncoder activation functions, by the class path its config.json records; never
@@ -40,12 +41,14 @@ class SequenceScorer:
         self.labels = [f"LABEL_{i}" for i in range(self.classifier.out_features)]  # a Classifier reads id2label
 
     @classmethod
-    def load(cls, name_or_path, *, device=None, dtype=None, fast=True, **kwargs):
+    def load(cls, name_or_path, *, device=None, dtype=None, fast=True, quantize=None, **kwargs):
         """The checkpoint's model and tokenizer, refusing one without classifier weights (its scores would come
-        from random weights) and one without a pooler, which the classifier reads."""
+        from random weights) and one without a pooler, which the classifier reads. `quantize="int8"`: the
+        encoder layers compute in 8 bits, calibrated now, as Encoder.from_pretrained's."""
         import warnings
 
         folder = resolve(name_or_path)
+        check_quantize(quantize, as_device(device), as_dtype(dtype))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # newly initialised head weights are refused just below
             model = BertForSequenceClassification.from_pretrained(folder, device=device, dtype=dtype)
@@ -55,7 +58,13 @@ class SequenceScorer:
                 f"{folder} has no sequence-classification weights ({', '.join(missing)}): not a cross-encoder "
                 "or classifier checkpoint"
             )
-        return cls(model.eval(), Tokenizer.from_pretrained(folder), fast=fast, **kwargs), folder
+        tokenizer = Tokenizer.from_pretrained(folder)
+        if quantize:
+            from minibert.fast.quantize import quantize_calibrated
+
+            limit = max_length_for(tokenizer, model.config, kwargs.get("max_length"))
+            quantize_calibrated(model.bert, tokenizer, limit)
+        return cls(model.eval(), tokenizer, fast=fast, **kwargs), folder
 
     def logits(self, inputs: list, batch_size: int = 32, show_progress=None) -> torch.Tensor:
         engine = self.encoder.engine
@@ -89,11 +98,19 @@ class CrossEncoder(SequenceScorer):
         return self.activation(logits)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, *, device=None, dtype=None, fast=True, max_length=None) -> CrossEncoder:
+    def from_pretrained(
+        cls, name_or_path, *, device=None, dtype=None, fast=True, max_length=None, quantize=None
+    ) -> CrossEncoder:
         folder = resolve(name_or_path)
         activation = crossencoder_activation(folder)
         scorer, _ = cls.load(
-            folder, device=device, dtype=dtype, fast=fast, max_length=max_length, activation=activation
+            folder,
+            device=device,
+            dtype=dtype,
+            fast=fast,
+            quantize=quantize,
+            max_length=max_length,
+            activation=activation,
         )
         return scorer
 
@@ -145,14 +162,23 @@ class Classifier(SequenceScorer):
         return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, *, device=None, dtype=None, fast=True, max_length=None) -> Classifier:
+    def from_pretrained(
+        cls, name_or_path, *, device=None, dtype=None, fast=True, max_length=None, quantize=None
+    ) -> Classifier:
         folder = resolve(name_or_path)
         values = read_json(folder / "config.json")
         id2label = values.get("id2label") or {}
         labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))] or None
         multi = values.get("problem_type") == "multi_label_classification"
         scorer, _ = cls.load(
-            folder, device=device, dtype=dtype, fast=fast, max_length=max_length, labels=labels, multi_label=multi
+            folder,
+            device=device,
+            dtype=dtype,
+            fast=fast,
+            quantize=quantize,
+            max_length=max_length,
+            labels=labels,
+            multi_label=multi,
         )
         if scorer.labels and len(scorer.labels) != scorer.classifier.out_features:
             raise ValueError(

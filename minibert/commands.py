@@ -552,19 +552,17 @@ def served_models(args) -> list:
         if name in [m.name for m in models]:
             raise UsageError(f"two models are named {name!r}; tell them apart with --served-model-name")
         task = task_of(folder)
-        if task != "embed" and args.quantize:
-            raise UsageError(f"--quantize int8 is for embedding models, and {spec} is not one (its task is {task})")
         models.append(Model(name, task, functools.partial(load_served, task, folder, args)))
     return models
 
 
 def load_served(task: str, folder, args):
     """The loaded model of one served task (called in its model thread)."""
-    options = dict(device=args.device, dtype=args.dtype, max_length=args.max_length)
+    options = dict(device=args.device, dtype=args.dtype, max_length=args.max_length, quantize=args.quantize)
     if task == "embed":
         from minibert.encoder import Encoder
 
-        return Encoder.from_pretrained(folder, quantize=args.quantize, lowercase=args.lowercase, **options)
+        return Encoder.from_pretrained(folder, lowercase=args.lowercase, **options)
     if task == "sparse":
         from minibert.sparse import SparseEncoder
 

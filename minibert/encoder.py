@@ -14,7 +14,7 @@ from minibert.formats.hub import default_model, resolve
 from minibert.formats.int8 import is_int8_folder
 from minibert.formats.sentence_transformers import read_sentence_transformers_settings
 from minibert.model import BertModel
-from minibert.settings import as_device, as_dtype, max_length_for
+from minibert.settings import as_device, as_dtype, check_quantize, max_length_for
 from minibert.tokenizer import Tokenizer
 
 
@@ -124,10 +124,7 @@ class Encoder(TextEncoder):
             folder = default_model()
         else:
             folder = resolve(name_or_path, revision=revision, local_files_only=local_files_only)
-        if quantize not in (None, "int8"):
-            raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
-        if quantize and (device.type != "cpu" or dtype != torch.float32):
-            raise ValueError(f"quantize='int8' runs on CPU in float32, not on device {str(device)!r} in {dtype}")
+        check_quantize(quantize, device, dtype)
         settings = read_sentence_transformers_settings(folder)
         tokenizer = Tokenizer.from_pretrained(folder, lowercase=lowercase)
         if is_int8_folder(folder):  # an int8 folder Encoder.save_pretrained wrote: no calibration
@@ -142,10 +139,10 @@ class Encoder(TextEncoder):
         else:
             model = BertModel.from_pretrained(folder, device=device, dtype=dtype)
             if quantize:
-                from minibert.fast.quantize import calibration_batches, quantize_int8
+                from minibert.fast.quantize import quantize_calibrated
 
-                max_length = max_length_for(tokenizer, model.config, settings.get("max_length"))
-                quantize_int8(model, calibration_batches(tokenizer, max_length, settings.get("lowercase", False)))
+                length = max_length_for(tokenizer, model.config, settings.get("max_length"))
+                quantize_calibrated(model, tokenizer, length, settings.get("lowercase", False))
         if max_length is not None:
             settings["max_length"] = max_length
         return cls(model, tokenizer, fast=fast, source=folder, **settings)

@@ -74,3 +74,11 @@ def as_dtype(dtype):
     if not isinstance(dtype, torch.dtype) or str(dtype).removeprefix("torch.") not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {given!r}")
     return dtype
+
+
+def check_quantize(quantize, device, dtype) -> None:
+    """quantize is None or "int8", and int8 runs on CPU in float32 (`device` and `dtype` as torch objects)."""
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if quantize and (device.type != "cpu" or str(dtype) != "torch.float32"):
+        raise ValueError(f"quantize='int8' runs on CPU in float32, not on device {str(device)!r} in {dtype}")

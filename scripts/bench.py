@@ -1,6 +1,6 @@
 """minibert against the reference implementations, side by side in one run.
 
-    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,scale,chunks,ort,small,gpu,serve]
+    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,scale,chunks,ort,small,gpu,serve,rerank]
                             [--repeats 5] [--json out.json]
 
 dense      full bert-base configuration (random weights), float32: minibert BertModel (oneDNN linear
@@ -37,6 +37,9 @@ gpu        (CUDA only; skipped without it) bert-base 256x128 in float16, bfloat1
            off, minibert vs transformers in the same dtype, TFLOP/s against a matrix product's measured
            in the same dtype; and the corpus with all-MiniLM-L6-v2, Encoder.encode vs plain
            transformers batches
+rerank     minibert's CrossEncoder.rank (1 query x 100 passages of 50-250 words) and SparseEncoder (1,000
+           documents) against sentence-transformers' CrossEncoder and SparseEncoder, float32, bfloat16 where
+           native and int8; see scripts/bench_rerank.py
 
 Runs alternate between the contenders after a warm-up; each figure is the median of --repeats runs.
 """
@@ -584,6 +587,12 @@ def case_small(args, tmp):
     case_small(args, tmp, RESULTS)
 
 
+def case_rerank(args, tmp):
+    from bench_rerank import case_rerank
+
+    case_rerank(args, tmp, RESULTS)
+
+
 def case_serve(args, tmp):
     from bench_serve import case_serve
 
@@ -602,6 +611,7 @@ CASES = {
     "small": case_small,
     "chunks": case_chunks,
     "serve": case_serve,
+    "rerank": case_rerank,
 }
 
 
@@ -642,6 +652,8 @@ def main():
         help="serve case: a python with infinity-emb "
         "installed (pip install 'infinity-emb[server,torch,optimum]' in a virtual environment)",
     )
+    parser.add_argument("--rerank-passages", type=int, default=100, help="rerank case: passages per query (100)")
+    parser.add_argument("--sparse-docs", type=int, default=1000, help="rerank case: SPLADE documents (1000)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     if "shards" not in args.scale_with.split(","):

@@ -136,3 +136,15 @@ def test_rerank_and_classify_on_the_command_line(cross_encoder_dir, minilm_dir, 
     np.testing.assert_allclose(
         [[p["score"] for p in row] for row in got], [[p["score"] for p in row] for row in want], atol=1e-6
     )
+
+
+def test_int8_scores_stay_near_float32_and_int8_needs_float32_on_cpu(cross_encoder_dir):
+    from minibert.fast.quantize import Int8Linear
+
+    pairs = [(QUERY, d) for d in DOCUMENTS]
+    plain = CrossEncoder.from_pretrained(cross_encoder_dir).predict(pairs)
+    int8 = CrossEncoder.from_pretrained(cross_encoder_dir, quantize="int8")
+    assert sum(isinstance(m, Int8Linear) for m in int8.encoder.model.modules()) == 2 * 6  # 2 layers' six linears
+    assert np.abs(int8.predict(pairs) - plain).max() < 1e-3
+    with pytest.raises(ValueError, match="quantize='int8' runs on CPU in float32"):
+        CrossEncoder.from_pretrained(cross_encoder_dir, quantize="int8", dtype="bfloat16")

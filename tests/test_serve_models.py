@@ -238,5 +238,5 @@ def test_the_model_list_is_checked_before_anything_loads(folders):
     assert code == 2 and "1 --served-model-name for 2 --model" in err and "\n" not in err
     code, err = run("--model", folders["ce"], "--model", folders["ce"])
     assert code == 2 and "two models are named 'ce'" in err
-    code, err = run("--model", folders["ce"], "--quantize", "int8")
-    assert code == 2 and "--quantize int8 is for embedding models" in err
+    code, err = run("--model", folders["ce"], "--served-model-name", "a", "--served-model-name", "b")
+    assert code == 2 and "2 --served-model-name for 1 --model" in err

@@ -32,8 +32,13 @@ def pooler_output(xp, h, m, pooler):
 
 def splade(xp, h, m, pooler):
     # SPLADE: h is the masked-LM head's logits (B, L, V); each vocabulary entry's weight is the largest
-    # log(1 + relu(logit)) over the real tokens (padding gives 0, which no weight is below)
-    return xp.amax(xp.log1p((h * m).clip(min=0)), 1)
+    # log(1 + relu(logit)) over the real tokens. log1p and relu never decrease, so that is log1p(relu()) of
+    # the largest logit: the same value, from one pass over the logits (250 MB for 2,048 tokens of a
+    # 30,522-entry vocabulary) where applying them first, and masking, took four. A text's real tokens
+    # come first in its row (padding is on the right), so its largest is taken over them alone.
+    lengths = m[:, :, 0].sum(1).tolist()
+    largest = xp.stack([xp.amax(h[i, : int(n)], 0) for i, n in enumerate(lengths)])  # (B, V)
+    return xp.log1p(largest.clip(min=0))
 
 
 # name -> (function, what it needs beyond the token vectors: None, "pooler" (the model's pooler weights), or

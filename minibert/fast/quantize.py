@@ -262,6 +262,11 @@ def calibration_batches(tokenizer, max_length: int, lowercase: bool = False, bat
     return [tokenizer(texts[i : i + batch_size], max_length=max_length) for i in range(0, len(texts), batch_size)]
 
 
+def quantize_calibrated(model: BertModel, tokenizer, max_length: int, lowercase: bool = False) -> BertModel:
+    """quantize_int8 on the default calibration texts, tokenized as the model will see text."""
+    return quantize_int8(model, calibration_batches(tokenizer, max_length, lowercase))
+
+
 def quantize_int8(model: BertModel, batches, alpha: float = 0.7) -> BertModel:
     """Swap the encoder layers' Linear layers for smoothed Int8Linear, in place; returns the model.
     `batches`: model inputs to calibrate on (dicts such as the tokenizer returns).

@@ -15,6 +15,20 @@ MAX_PARAMETERS = 10**11
 # missing field into a confusing shape mismatch later.
 REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
 
+# The model types minibert reads, and the architecture class transformers builds for each (what a saved
+# config.json names). BERT's relatives differ from it by small deltas (minibert/relatives.py): RoBERTa,
+# XLM-R and CamemBERT count positions from the padding id; MPNet also adds a relative-position bias to
+# every layer's attention scores and has no token types.
+MODEL_TYPES = {
+    "bert": "BertModel",
+    "roberta": "RobertaModel",
+    "xlm-roberta": "XLMRobertaModel",
+    "camembert": "CamembertModel",
+    "mpnet": "MPNetModel",
+}
+# Families whose positions count from padding_idx + 1 over real tokens (padding_idx is the pad id).
+PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
+
 # Activations the feed-forward block implements (see ACTIVATIONS in model.py).
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
@@ -51,6 +65,8 @@ class BertConfig:
     layer_norm_eps: float = 1e-12  # LayerNorm epsilon the checkpoints were trained with
     pad_token_id: int = 0  # id of [PAD]
     position_embedding_type: str = "absolute"  # only learned absolute positions exist in BERT
+    model_type: str = "bert"  # the family: a key of MODEL_TYPES
+    relative_attention_num_buckets: int = 32  # MPNet: buckets of its relative-position bias (others: unused)
 
     def __post_init__(self):
         for name in (
@@ -61,6 +77,7 @@ class BertConfig:
             "intermediate_size",
             "max_position_embeddings",
             "type_vocab_size",
+            "relative_attention_num_buckets",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -72,6 +89,10 @@ class BertConfig:
         if self.hidden_act not in SUPPORTED_ACTIVATIONS:
             raise ValueError(
                 f"hidden_act {self.hidden_act!r} is not implemented; supported: {', '.join(SUPPORTED_ACTIVATIONS)}"
+            )
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(
+                f"model_type {self.model_type!r} is not one minibert knows; it reads {', '.join(MODEL_TYPES)}"
             )
         if self.position_embedding_type != "absolute":
             raise ValueError(
@@ -112,6 +133,8 @@ class BertConfig:
             "embeddings.norm.weight": (H,),
             "embeddings.norm.bias": (H,),
         }
+        if not self.has_token_types:
+            del shapes["embeddings.token_type_embeddings.weight"]
         linear = {
             "attention.query": (H, H),
             "attention.key": (H, H),
@@ -126,9 +149,16 @@ class BertConfig:
             for name, shape in linear.items():  # a Linear's weight is (out, in); a LayerNorm's is (H,)
                 shapes[f"layers.{i}.{name}.weight"] = shape
                 shapes[f"layers.{i}.{name}.bias"] = shape[:1]
+        if self.model_type == "mpnet":  # one bias per head for each bucket of relative positions
+            shapes["relative_attention_bias.weight"] = (self.relative_attention_num_buckets, self.num_attention_heads)
         if pooler:
             shapes |= {"pooler.dense.weight": (H, H), "pooler.dense.bias": (H,)}
         return shapes
+
+    @property
+    def has_token_types(self) -> bool:
+        """Whether the model adds a segment (token type) embedding: MPNet has none."""
+        return self.model_type != "mpnet"
 
     def parameter_count(self, pooler: bool = True) -> int:
         """Parameters of BertModel with this config: embeddings, layers, and the pooler if `pooler`."""
@@ -142,8 +172,10 @@ class BertConfig:
     def from_dict(cls, values: dict, source: str = "config") -> BertConfig:
         """Build from a config dict; keys that are not fields are ignored."""
         model_type = values.get("model_type", "bert")
-        if model_type != "bert":
-            raise ValueError(f"{source}: model_type {model_type!r} is not 'bert'")
+        if model_type not in MODEL_TYPES:
+            raise ValueError(
+                f"{source}: model_type {model_type!r} is not one minibert knows; it reads {', '.join(MODEL_TYPES)}"
+            )
         fields = {f.name for f in dataclasses.fields(cls)}
         missing = [name for name in REQUIRED if name not in values]
         if missing:
@@ -167,11 +199,15 @@ class BertConfig:
             raise ValueError(f"{path} does not hold a JSON object")
         return cls.from_dict(values, source=str(path))
 
-    def to_dict(self, architecture: str = "BertModel", **extra) -> dict:
-        """The `config.json` that Hugging Face `transformers` reads as a BERT config."""
-        return {"architectures": [architecture], "model_type": "bert", **dataclasses.asdict(self), **extra}
+    def to_dict(self, architecture: str | None = None, **extra) -> dict:
+        """The `config.json` that Hugging Face `transformers` reads as this family's config; the architecture
+        defaults to the family's base model (BertModel, RobertaModel, MPNetModel, ...)."""
+        values = dataclasses.asdict(self)
+        if self.model_type != "mpnet":
+            values.pop("relative_attention_num_buckets")
+        return {"architectures": [architecture or MODEL_TYPES[self.model_type]], **values, **extra}
 
-    def save_json(self, path: str | os.PathLike, architecture: str = "BertModel", **extra) -> None:
+    def save_json(self, path: str | os.PathLike, architecture: str | None = None, **extra) -> None:
         from minibert.formats.atomic import write_text
 
         write_text(path, json.dumps(self.to_dict(architecture, **extra), indent=2, sort_keys=True) + "\n")

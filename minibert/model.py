@@ -233,17 +233,16 @@ class BertModel(nn.Module):
         output_pooler: bool = True,  # False skips the pooler (pooler_output None) when nothing reads it
     ) -> EncoderOutput:
         check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
-        B, L = input_ids.shape
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         if position_ids is None:
-            position_ids = torch.arange(L, device=input_ids.device)
+            position_ids = self.positions(input_ids)  # (1, L): 0, 1, ..., L-1
         if position_ids.dim() == 1:
             position_ids = position_ids.unsqueeze(0)  # (1, L), broadcast over the batch
 
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, L, H)
 
-        mask = None if attention_mask is None else additive_mask(attention_mask, x.dtype)  # (B, 1, 1, L)
+        mask = self.scores_bias(attention_mask, x)  # (B, 1, 1, L), what every layer adds to its scores
 
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
@@ -260,6 +259,16 @@ class BertModel(nn.Module):
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )
+
+    def positions(self, input_ids):
+        """Each token's position: 0, 1, ..., L-1, the same for every row. (BERT's relatives count otherwise:
+        minibert/relatives.py.)"""
+        return torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)  # (1, L)
+
+    def scores_bias(self, attention_mask, x):
+        """What each layer adds to its attention scores (x: the embeddings, (B, L, H)): the padding mask in
+        x's dtype, or nothing (None) without one."""
+        return None if attention_mask is None else additive_mask(attention_mask, x.dtype)  # (B, 1, 1, L)
 
     @classmethod
     def from_pretrained(

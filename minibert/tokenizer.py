@@ -11,18 +11,30 @@ from pathlib import Path
 from minibert.config import read_json
 from minibert.formats.hub import resolve
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # a vocab.txt's, made special
+
+
+# What each special token is called where a tokenizer's configuration does not say: BERT's WordPiece
+# vocabularies, then the SentencePiece and byte-level BPE vocabularies of RoBERTa, XLM-R and MPNet.
+SPECIAL_ROLES = ("cls", "sep", "pad", "unk", "mask")
+DEFAULT_SPECIALS = (
+    {"cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "unk": "[UNK]", "mask": "[MASK]"},
+    {"cls": "<s>", "sep": "</s>", "pad": "<pad>", "unk": "<unk>", "mask": "<mask>"},
+)
 
 
 class Tokenizer:
-    """Wraps a `tokenizers.Tokenizer` that does BERT's normalisation, wordpieces and [CLS]/[SEP] template.
+    """Wraps a `tokenizers.Tokenizer`: its normalisation, its model (WordPiece, Unigram or BPE), and its
+    template of special tokens for one text and for a pair ([CLS] A [SEP] B [SEP] for BERT, <s> A </s></s>
+    B </s> for RoBERTa). Which tokens play the roles of cls, sep, pad, unk and mask comes from the folder's
+    tokenizer configuration, else from the names BERT or RoBERTa give them.
 
     >>> tok = Tokenizer.from_pretrained("path/to/bert")
     >>> batch = tok(["a first text", "a second"], ["its pair", "another"])
     >>> batch["input_ids"].shape, batch["token_type_ids"].shape, batch["attention_mask"].shape
     """
 
-    def __init__(self, backend, model_max_length: int = 512):
+    def __init__(self, backend, model_max_length: int = 512, specials: dict | None = None, settings=None):
         self.backend = backend
         # Truncation is a setting of the shared `tokenizers` object: a call sets it and encodes under this
         # lock, so concurrent calls with different max_length cannot see each other's setting.
@@ -33,19 +45,21 @@ class Tokenizer:
         self.backend.no_padding()
         self._truncation = None  # what the backend is set to: None, or (max_length, direction)
         self.model_max_length = model_max_length
-        for token in ("[PAD]", "[UNK]", "[CLS]", "[SEP]"):
-            if backend.token_to_id(token) is None:
-                raise ValueError(f"the vocabulary has no {token} token")
+        self.settings = dict(settings or {})  # the folder's tokenizer_config.json, written back by save()
+        self.specials = resolve_specials(backend, specials)  # role -> token
         unk = getattr(backend.model, "unk_token", None)  # WordPiece's stand-in for words it cannot split
         if unk is not None and unk not in backend.get_vocab(with_added_tokens=False):
             raise ValueError(
                 f"the WordPiece vocabulary lacks its unknown token {unk!r}, which a word it cannot "
                 "split into wordpieces needs"
             )
-        self.pad_token_id = backend.token_to_id("[PAD]")
-        self.mask_token_id = backend.token_to_id("[MASK]")
-        self.cls_token_id = backend.token_to_id("[CLS]")  # what every input starts with
-        self.sep_token_id = backend.token_to_id("[SEP]")  # and ends with
+        ids = {role: backend.token_to_id(token) for role, token in self.specials.items()}
+        self.pad_token_id = ids["pad"]
+        self.mask_token_id = ids.get("mask")  # None where the vocabulary has no mask token
+        self.unk_token_id = ids.get("unk")
+        self.cls_token_id = ids["cls"]  # what every input starts with
+        self.sep_token_id = ids["sep"]  # and ends with
+        self.mask_token = self.specials.get("mask")
 
     # --- construction ------------------------------------------------------------------------------
 
@@ -88,9 +102,14 @@ class Tokenizer:
                     raise ValueError(f"{folder / 'tokenizer.json'}: no BertNormalizer to apply {overrides} to")
                 spec["normalizer"].update(overrides)
             try:
-                return cls(Backend.from_str(json.dumps(spec)), max_length)
+                backend = Backend.from_str(json.dumps(spec))
             except Exception as e:
                 raise ValueError(f"{folder / 'tokenizer.json'}: not a valid tokenizer file ({e})") from None
+            specials = configured_specials(folder, settings)
+            try:
+                return cls(backend, max_length, specials, settings)
+            except ValueError as e:
+                raise ValueError(f"{folder / 'tokenizer.json'}: {e}") from None
 
         if not (folder / "vocab.txt").is_file():
             raise FileNotFoundError(f"{folder} holds neither tokenizer.json nor vocab.txt")
@@ -260,11 +279,24 @@ class Tokenizer:
         self.__dict__.update(state, _lock=threading.Lock())
 
     def save(self, directory) -> None:
-        """Write vocab.txt, tokenizer.json and tokenizer_config.json, as transformers' BertTokenizer reads them."""
+        """Write vocab.txt, tokenizer.json and tokenizer_config.json, as transformers' BertTokenizer reads them;
+        a tokenizer of another kind (Unigram, BPE) as tokenizer.json and its tokenizer_config.json."""
         from minibert.formats.atomic import atomic_path, write_text
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if type(self.backend.model).__name__ != "WordPiece" or type(self.backend.normalizer).__name__ != (
+            "BertNormalizer"
+        ):  # a SentencePiece or BPE tokenizer: its own file, and its configuration as the folder gave it
+            with atomic_path(directory / "tokenizer.json") as tmp:
+                self.backend.save(str(tmp))
+            settings = {
+                **self.settings,
+                "model_max_length": self.model_max_length,
+                **{f"{role}_token": token for role, token in self.specials.items()},
+            }
+            write_text(directory / "tokenizer_config.json", json.dumps(settings, indent=2) + "\n")
+            return
         vocab = sorted(self.backend.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
         if [i for _, i in vocab] != list(range(len(vocab))):
             raise ValueError("the vocabulary ids are not 0..n-1 without gaps; it cannot be written as vocab.txt")
@@ -289,7 +321,7 @@ class Tokenizer:
         return [self.backend.id_to_token(int(i)) for i in ids]
 
     def convert_tokens_to_ids(self, tokens) -> list[int]:
-        unk = self.backend.token_to_id("[UNK]")
+        unk = self.unk_token_id
         return [self.backend.token_to_id(t) if self.backend.token_to_id(t) is not None else unk for t in tokens]
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
@@ -329,3 +361,48 @@ def _lowercase_from_name(folder: os.PathLike) -> bool | None:
     if "cased" in name:
         return False
     return None
+
+
+def _token_text(value):
+    """A special token as tokenizer_config.json writes it: a string, or an AddedToken {"content": ...}."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def configured_specials(folder: Path, settings: dict) -> dict:
+    """The special tokens a folder's tokenizer_config.json (or special_tokens_map.json) names: role -> token."""
+    found = {}
+    sources = [settings]
+    if (folder / "special_tokens_map.json").is_file():
+        mapping = read_json(folder / "special_tokens_map.json")
+        sources.append(mapping if isinstance(mapping, dict) else {})
+    for source in sources:
+        for role in SPECIAL_ROLES:
+            token = _token_text(source.get(f"{role}_token"))
+            if token is not None:
+                found.setdefault(role, token)
+    return found
+
+
+def resolve_specials(backend, given: dict | None) -> dict:
+    """role -> token for the cls, sep and pad roles (required) and unk and mask (where the vocabulary has them):
+    the tokens `given` names, else BERT's names, else RoBERTa's; each must be in the vocabulary."""
+    vocab = backend.get_vocab(with_added_tokens=True)
+    given = dict(given or {})
+    for role, token in given.items():
+        if token not in vocab:
+            raise ValueError(f"its {role} token {token!r} is not in the vocabulary")
+    for defaults in DEFAULT_SPECIALS:
+        if all(defaults[role] in vocab for role in ("cls", "sep", "pad") if role not in given):
+            for role in SPECIAL_ROLES:
+                if role not in given and defaults[role] in vocab:
+                    given[role] = defaults[role]
+            break
+    missing = [role for role in ("cls", "sep", "pad") if role not in given]
+    if missing:
+        names = " or ".join(repr(d[missing[0]]) for d in DEFAULT_SPECIALS)
+        raise ValueError(
+            f"the vocabulary has no {missing[0]} token ({names}), and the tokenizer configuration names none"
+        )
+    return given

@@ -30,7 +30,7 @@ LAYERS = [
         "engine.pooling",
         "search",
     ],
-    ["tokenizer", "model"],
+    ["tokenizer", "model", "relatives"],
     [
         "heads",
         "formats.checkpoint",

@@ -25,6 +25,7 @@ from minibert.formats.hub import resolve
 from minibert.formats.int8 import is_int8_folder
 from minibert.formats.names import HEAD_MAP, hf_name, is_ignored, normalize_key, to_hf_name, to_minibert_name
 from minibert.model import BertModel
+from minibert.relatives import model_class
 from minibert.settings import as_device, as_dtype
 
 logger = logging.getLogger(__name__)
@@ -197,10 +198,11 @@ def encoder_weights(tensors: dict, origin: dict, config: BertConfig) -> tuple[di
     CheckpointError for a key nobody understands, a missing weight, or a shape the config does not give.
     """
     expected = config.weight_shapes()
+    family = config.model_type
     state, rest = {}, []
     for key, t in tensors.items():
-        norm = normalize_key(key)
-        name = to_minibert_name(norm)
+        norm = normalize_key(key, family)
+        name = to_minibert_name(norm, family)
         if name is None:
             if not is_ignored(norm):
                 raise CheckpointError(f"{origin[key]}: unexpected key {key!r}" + _layer_hint(norm, config))
@@ -223,12 +225,13 @@ def encoder_weights(tensors: dict, origin: dict, config: BertConfig) -> tuple[di
     if missing:
         where = sorted({str(p) for p in origin.values()}) or ["(empty checkpoint)"]
         raise CheckpointError(
-            f"{', '.join(where)}: missing encoder weight {to_hf_name(missing[0])!r} ({len(missing)} missing in all)"
+            f"{', '.join(where)}: missing encoder weight {to_hf_name(missing[0], family)!r} ({len(missing)} missing "
+            "in all)"
         )
     pooler = {"pooler.dense.weight", "pooler.dense.bias"}
     if len(pooler & state.keys()) == 1:
         where = ", ".join(sorted({str(p) for p in origin.values()}))
-        raise CheckpointError(f"{where}: missing pooler weight {to_hf_name((pooler - state.keys()).pop())!r}")
+        raise CheckpointError(f"{where}: missing pooler weight {to_hf_name((pooler - state.keys()).pop(), family)!r}")
     return state, rest
 
 
@@ -315,7 +318,7 @@ def build_model(config: BertConfig, state: dict, attention: str = "sdpa") -> Ber
     """A BertModel holding `state` (minibert names, as encoder_weights returns them); a pooler if the state
     has one. Built as a skeleton, so no memory or time goes into random weights that are overwritten."""
     with skeleton():
-        model = BertModel(config, add_pooler="pooler.dense.weight" in state, attention=attention)
+        model = model_class(config)(config, add_pooler="pooler.dense.weight" in state, attention=attention)
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
@@ -325,7 +328,8 @@ def save_model(model: BertModel, directory, prefix: str = "") -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.config.save_json(directory / "config.json")
-    tensors = {prefix + to_hf_name(n): t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
+    family = model.config.model_type
+    tensors = {prefix + to_hf_name(n, family): t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
     save_safetensors(tensors, directory / "model.safetensors")
 
 

@@ -37,6 +37,43 @@ WEIGHT_MAP = {
     "pooler.dense.bias": "pooler.dense.bias",
 }
 
+# MPNet's names for the same parameters (transformers' MPNetModel), and its relative-position bias.
+MPNET_MAP = {
+    "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight": "embeddings.position_embeddings.weight",
+    "embeddings.LayerNorm.weight": "embeddings.norm.weight",
+    "embeddings.LayerNorm.bias": "embeddings.norm.bias",
+    "encoder.layer.{}.attention.attn.q.weight": "layers.{}.attention.query.weight",
+    "encoder.layer.{}.attention.attn.q.bias": "layers.{}.attention.query.bias",
+    "encoder.layer.{}.attention.attn.k.weight": "layers.{}.attention.key.weight",
+    "encoder.layer.{}.attention.attn.k.bias": "layers.{}.attention.key.bias",
+    "encoder.layer.{}.attention.attn.v.weight": "layers.{}.attention.value.weight",
+    "encoder.layer.{}.attention.attn.v.bias": "layers.{}.attention.value.bias",
+    "encoder.layer.{}.attention.attn.o.weight": "layers.{}.attention.output.weight",
+    "encoder.layer.{}.attention.attn.o.bias": "layers.{}.attention.output.bias",
+    "encoder.layer.{}.attention.LayerNorm.weight": "layers.{}.attention_norm.weight",
+    "encoder.layer.{}.attention.LayerNorm.bias": "layers.{}.attention_norm.bias",
+    "encoder.layer.{}.intermediate.dense.weight": "layers.{}.ffn.up.weight",
+    "encoder.layer.{}.intermediate.dense.bias": "layers.{}.ffn.up.bias",
+    "encoder.layer.{}.output.dense.weight": "layers.{}.ffn.down.weight",
+    "encoder.layer.{}.output.dense.bias": "layers.{}.ffn.down.bias",
+    "encoder.layer.{}.output.LayerNorm.weight": "layers.{}.ffn_norm.weight",
+    "encoder.layer.{}.output.LayerNorm.bias": "layers.{}.ffn_norm.bias",
+    "encoder.relative_attention_bias.weight": "relative_attention_bias.weight",
+    "pooler.dense.weight": "pooler.dense.weight",
+    "pooler.dense.bias": "pooler.dense.bias",
+}
+
+# Each family's map and the prefix its task checkpoints put before the encoder's keys (RobertaForMaskedLM
+# saves roberta.encoder..., MPNetForMaskedLM mpnet.encoder...). RoBERTa's family keeps BERT's names.
+FAMILY_MAPS = {
+    "bert": (WEIGHT_MAP, "bert."),
+    "roberta": (WEIGHT_MAP, "roberta."),
+    "xlm-roberta": (WEIGHT_MAP, "roberta."),
+    "camembert": (WEIGHT_MAP, "roberta."),
+    "mpnet": (MPNET_MAP, "mpnet."),
+}
+
 # Head keys (minibert/heads.py): Hugging Face name -> minibert name.
 HEAD_MAP = {
     "cls.predictions.transform.dense.weight": "mlm.transform.weight",
@@ -52,7 +89,7 @@ HEAD_MAP = {
     "qa_outputs.bias": "qa_outputs.bias",
 }
 # Keys of the pretraining heads (cls.: masked LM, next sentence) and the task heads: not the encoder's.
-HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
+HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "lm_head.")
 
 # Keys the encoder knowingly leaves alone, with the reason.
 IGNORED = {
@@ -60,7 +97,10 @@ IGNORED = {
     **{re.escape(prefix) + ".*": "a pretraining or task head, not part of the encoder" for prefix in HEAD_PREFIXES},
 }
 
-_TO_MINIBERT = {re.compile(re.escape(k).replace(r"\{\}", r"(\d+)") + "$"): v for k, v in WEIGHT_MAP.items()}
+_PATTERNS = {
+    family: {re.compile(re.escape(k).replace(r"\{\}", r"(\d+)") + "$"): v for k, v in mapping.items()}
+    for family, (mapping, _) in FAMILY_MAPS.items()
+}
 _IGNORED = [re.compile(p + "$") for p in IGNORED]
 
 
@@ -69,32 +109,33 @@ def is_ignored(key: str) -> bool:
     return any(p.match(key) for p in _IGNORED)
 
 
-def normalize_key(key: str) -> str:
-    """One spelling for the variants real checkpoints use: drop `bert.`, and the legacy
-    `LayerNorm.gamma` / `LayerNorm.beta` of early PyTorch ports become `weight` / `bias`."""
-    key = key.removeprefix("bert.")
+def normalize_key(key: str, family: str = "bert") -> str:
+    """One spelling for the variants real checkpoints use: drop the family's prefix (`bert.`, `roberta.`,
+    `mpnet.`), and the legacy `LayerNorm.gamma` / `LayerNorm.beta` of early PyTorch ports become `weight` /
+    `bias`."""
+    key = key.removeprefix(FAMILY_MAPS[family][1])
     key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", key)
     return re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
 
 
-def to_minibert_name(key: str) -> str | None:
+def to_minibert_name(key: str, family: str = "bert") -> str | None:
     """The minibert parameter a normalized Hugging Face key fills, or None if it is no encoder weight."""
-    for pattern, target in _TO_MINIBERT.items():
+    for pattern, target in _PATTERNS[family].items():
         m = pattern.match(key)
         if m:
             return target.format(*m.groups())
     return None
 
 
-def to_hf_name(name: str) -> str:
+def to_hf_name(name: str, family: str = "bert") -> str:
     """The Hugging Face key for a minibert parameter name (the inverse of to_minibert_name)."""
     layer = re.match(r"layers\.(\d+)\.", name)
-    for hf, ours in WEIGHT_MAP.items():
+    for hf, ours in FAMILY_MAPS[family][0].items():
         if layer and ours.format(layer.group(1)) == name:
             return hf.format(layer.group(1))
         if not layer and ours == name:
             return hf
-    raise KeyError(f"{name} has no Hugging Face name in WEIGHT_MAP")
+    raise KeyError(f"{name} has no Hugging Face name in the {family} map")
 
 
 def hf_name(name: str) -> str:
@@ -105,5 +146,5 @@ def hf_name(name: str) -> str:
 
 
 def hf_shapes(config, pooler: bool = True) -> dict[str, tuple[int, ...]]:
-    """Every encoder weight's Hugging Face key (without `bert.`) and the shape `config` gives it."""
-    return {to_hf_name(name): shape for name, shape in config.weight_shapes(pooler).items()}
+    """Every encoder weight's Hugging Face key (without the family's prefix) and the shape `config` gives it."""
+    return {to_hf_name(name, config.model_type): shape for name, shape in config.weight_shapes(pooler).items()}

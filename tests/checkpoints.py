@@ -58,3 +58,68 @@ def splade(minilm_dir, tmp):
     transformer = MLMTransformer(str(tmp / "mlm"), max_seq_length=128)
     Reference(modules=[transformer, SpladePooling(pooling_strategy="max")], device="cpu").save(str(tmp / "st"))
     return tmp / "st"
+
+
+# Text in several scripts for training and checking tokenizers: Latin, CJK, Cyrillic, Arabic, emoji.
+SCRIPTS = [
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Rivers carry trade and water to the towns built on their banks; café, naïve, résumé.",
+    "川は町に水と交易を運ぶ。東京の天気は晴れです。",
+    "河流把水和贸易带到岸边的城镇。今天天气很好。",
+    "Реки несут воду и торговлю в города на их берегах.",
+    "الأنهار تحمل الماء والتجارة إلى المدن المبنية على ضفافها.",
+    "Emoji 🙂🚀🌍 and symbols: 42% of €100 = €42 — «quotes» ‘single’.",
+    "  leading and trailing spaces, tabs\tand\nnewlines  ",
+]
+
+
+def multilingual_texts(n: int = 300, seed: int = 0) -> list[str]:
+    """`n` texts of shuffled words and runs of characters from SCRIPTS, a few hundred characters at most."""
+    import random
+
+    rng = random.Random(seed)
+    words = [w for line in SCRIPTS for w in line.split()] + [c for line in SCRIPTS[2:4] for c in line]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(0, 30))) for _ in range(n)]
+
+
+def trained_tokenizer(kind: str, folder):
+    """A tokenizer of XLM-R's kind (SentencePiece Unigram, `kind="unigram"`) or RoBERTa's (byte-level BPE,
+    `kind="bpe"`), trained here by `tokenizers` and saved by transformers' own fast tokenizer class, with
+    its <s> A </s></s> B </s> template and special tokens. Returns the transformers tokenizer."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    corpus = SCRIPTS * 20 + multilingual_texts(400, seed=1)
+    if kind == "unigram":
+        backend = Tokenizer(models.Unigram())
+        backend.normalizer = normalizers.NFKC()
+        backend.pre_tokenizer = pre_tokenizers.Metaspace()
+        backend.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=600, special_tokens=specials, unk_token="<unk>")
+        backend.train_from_iterator(corpus, trainer)
+        backend.add_special_tokens(["<mask>"])
+        wrapper = transformers.XLMRobertaTokenizerFast
+    else:
+        backend = Tokenizer(models.BPE())
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=600, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        )
+        backend.train_from_iterator(corpus, trainer)
+        backend.add_special_tokens(["<mask>"])
+        wrapper = transformers.RobertaTokenizerFast
+    tokenizer = wrapper(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_max_length=512,
+    )
+    tokenizer.save_pretrained(folder)
+    return transformers.AutoTokenizer.from_pretrained(folder)

@@ -286,6 +286,21 @@ def test_bad_sentence_transformers_files_name_the_file(minilm_dir, tmp_path, fil
         Encoder.from_pretrained(tmp_path / "m")
 
 
+@pytest.mark.parametrize(
+    "pooling,expected",
+    [({"pooling_mode": "cls"}, "cls"), ({"pooling_mode": ["max"]}, "max"), ({"pooling_mode": "lasttoken"}, None)],
+)
+def test_sentence_transformers_6_pooling_names_are_read(minilm_dir, tmp_path, pooling, expected):
+    """sentence-transformers 6 writes `pooling_mode` (a name or a list) where 5 wrote pooling_mode_* switches."""
+    shutil.copytree(minilm_dir, tmp_path / "m")
+    (tmp_path / "m" / "1_Pooling" / "config.json").write_text(json.dumps({"embedding_dimension": 384, **pooling}))
+    if expected is None:
+        with pytest.raises(ValueError, match=r"minibert pools one way at a time; this asks for \['lasttoken'\]"):
+            Encoder.from_pretrained(tmp_path / "m")
+    else:
+        assert Encoder.from_pretrained(tmp_path / "m").pooling == expected
+
+
 def test_a_fork_after_loading_is_an_error_not_a_hang(minilm_dir):
     code = textwrap.dedent(f"""
         import os, sys, time, torch

@@ -18,6 +18,8 @@ _ST_POOLING_KEYS = {
     "pooling_mode_max_tokens": "max",
     "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
 }
+# sentence-transformers 6 writes one `pooling_mode` (a name, or a list of names) in place of the switches
+_ST_POOLING_NAMES = {"mean": "mean", "cls": "cls", "max": "max", "mean_sqrt_len_tokens": "mean_sqrt_len"}
 
 
 def read_sentence_transformers_settings(folder: Path) -> dict:
@@ -43,6 +45,12 @@ def read_sentence_transformers_settings(folder: Path) -> dict:
             others = [
                 k for k, v in switches.items() if k.startswith("pooling_mode_") and k not in _ST_POOLING_KEYS and v
             ]
+            named = switches.get("pooling_mode")
+            for name in [named] if isinstance(named, str) else named if isinstance(named, list) else []:
+                if name in _ST_POOLING_NAMES:
+                    modes.append(_ST_POOLING_NAMES[name])
+                else:
+                    others.append(str(name))
             if len(modes) != 1 or others:
                 raise ValueError(f"{config_file}: minibert pools one way at a time; this asks for {modes + others}")
             if switches.get("include_prompt", True) is not True:

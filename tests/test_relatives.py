@@ -1,0 +1,175 @@
+"""BERT's relatives (RoBERTa, XLM-RoBERTa, CamemBERT, MPNet) against transformers (eager attention): random
+weights saved in each family's real layout, small and base-sized, with tokenizers of the real kinds
+(SentencePiece Unigram, byte-level BPE) trained here by `tokenizers`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from checkpoints import multilingual_texts, trained_tokenizer
+from reference import assert_both_paths_match, randomize_
+
+from minibert import BertModel, Encoder
+from minibert.relatives import MPNetModel, PaddedPositionsModel
+from minibert.tokenizer import Tokenizer
+
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+FAMILIES = {  # model_type -> (transformers config class, model class, tokenizer kind, minibert class)
+    "roberta": ("RobertaConfig", "RobertaModel", "bpe", PaddedPositionsModel),
+    "xlm-roberta": ("XLMRobertaConfig", "XLMRobertaModel", "unigram", PaddedPositionsModel),
+    "camembert": ("CamembertConfig", "CamembertModel", "unigram", PaddedPositionsModel),
+    "mpnet": ("MPNetConfig", "MPNetModel", "bpe", MPNetModel),
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizers_dir(tmp_path_factory):
+    """A folder per tokenizer kind, and transformers' fast tokenizer for it."""
+    tmp = tmp_path_factory.mktemp("tokenizers")
+    return {kind: (tmp / kind, trained_tokenizer(kind, tmp / kind)) for kind in ("unigram", "bpe")}
+
+
+def saved_family(family: str, folder, tokenizer_folder=None, **sizes):
+    """A random transformers model of `family`, LayerNorms randomised, saved to `folder` (with a tokenizer)."""
+    import shutil
+
+    import transformers
+
+    config_class, model_class, _, _ = FAMILIES[family]
+    settings = dict(vocab_size=640, max_position_embeddings=70, pad_token_id=1, **(sizes or SMALL))
+    if family != "mpnet":
+        settings["type_vocab_size"] = 1
+    config = getattr(transformers, config_class)(**settings, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = getattr(transformers, model_class)(config).eval()
+    randomize_(model)
+    model.save_pretrained(folder)
+    if tokenizer_folder is not None:
+        for path in tokenizer_folder.iterdir():
+            shutil.copy(path, folder / path.name)
+    return model
+
+
+def batch_of(hf_tokenizer, texts, pairs=None, **kwargs):
+    batch = hf_tokenizer(texts, pairs, padding=True, return_tensors="pt", **kwargs)
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_output_matches_transformers(family, tokenizers_dir, tmp_path):
+    kind = FAMILIES[family][2]
+    folder, hf_tokenizer = tokenizers_dir[kind]
+    reference = saved_family(family, tmp_path / family, folder)
+    texts = multilingual_texts(6, seed=3)
+    batch = batch_of(hf_tokenizer, texts, texts[::-1], truncation=True, max_length=60)
+    eager = BertModel.from_pretrained(tmp_path / family, attention="eager")
+    assert type(eager) is FAMILIES[family][3]
+    assert_both_paths_match(eager, reference, batch)
+    if family != "mpnet":  # the same operations as transformers' eager attention: the same bits
+        with torch.no_grad():
+            want = reference(**batch, output_hidden_states=True).hidden_states
+            got = eager(**batch, output_hidden_states=True).hidden_states
+        keep = batch["attention_mask"].bool()
+        assert all(torch.equal(a[keep], b[keep]) for a, b in zip(got, want))
+    assert_both_paths_match(BertModel.from_pretrained(tmp_path / family), reference, batch)
+
+
+@pytest.mark.parametrize("family", ["mpnet", "roberta"])
+def test_base_sized_models_match_transformers(family, tokenizers_dir, tmp_path):
+    sizes = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    reference = saved_family(family, tmp_path / family, **sizes)
+    _, hf_tokenizer = tokenizers_dir["bpe"]
+    batch = batch_of(hf_tokenizer, multilingual_texts(3, seed=5), truncation=True, max_length=64)
+    assert_both_paths_match(BertModel.from_pretrained(tmp_path / family, attention="eager"), reference, batch)
+
+
+@pytest.mark.parametrize("family", ["roberta", "mpnet"])
+def test_positions_follow_the_padding_on_either_side(family, tmp_path):
+    reference = saved_family(family, tmp_path / family)
+    ours = BertModel.from_pretrained(tmp_path / family, attention="eager")
+    ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 10, 2, 1, 1], [1, 1, 1, 0, 11, 2]])  # right and left padding
+    mask = (ids != 1).long()
+    positions = ours.positions(ids)
+    assert positions.tolist() == [[2, 3, 4, 5, 6, 7], [2, 3, 4, 5, 1, 1], [1, 1, 1, 2, 3, 4]]
+    with torch.no_grad():
+        want, got = reference(ids, attention_mask=mask).last_hidden_state, ours(ids, mask).last_hidden_state
+        torch.testing.assert_close(got[mask.bool()], want[mask.bool()], atol=1e-5, rtol=0)
+        for i in range(2):  # right padding: each text alone gives its rows of the batch
+            n = int(mask[i].sum())
+            alone = ours(ids[i : i + 1, :n]).last_hidden_state[0]
+            torch.testing.assert_close(alone, got[i, :n], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_saved_folder_loads_in_transformers_as_the_same_class(family, tmp_path):
+    import transformers
+
+    reference = saved_family(family, tmp_path / "in")
+    BertModel.from_pretrained(tmp_path / "in").save_pretrained(tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["model_type"] == family
+    back = transformers.AutoModel.from_pretrained(tmp_path / "out", attn_implementation="eager").eval()
+    assert type(back) is type(reference)
+    ids = torch.tensor([[0, 5, 6, 7, 2, 1]])
+    with torch.no_grad():
+        assert torch.equal(back(ids).last_hidden_state, reference(ids).last_hidden_state)
+
+
+def test_an_unknown_model_type_is_refused_by_name(tmp_path, tiny_folder):
+    config = json.loads((tiny_folder / "config.json").read_text())
+    (tiny_folder / "config.json").write_text(json.dumps({**config, "model_type": "deberta-v2"}))
+    with pytest.raises(ValueError, match="model_type 'deberta-v2' is not one minibert knows; it reads bert, roberta"):
+        BertModel.from_pretrained(tiny_folder)
+
+
+@pytest.mark.parametrize("kind", ["unigram", "bpe"])
+def test_tokenizer_ids_equal_transformers(kind, tokenizers_dir, tmp_path):
+    folder, hf_tokenizer = tokenizers_dir[kind]
+    ours = Tokenizer.from_pretrained(folder)
+    texts = multilingual_texts(300)
+    assert [e.ids for e in ours.encode(texts)] == hf_tokenizer(texts)["input_ids"]
+    pairs = (texts[:100], texts[100:200])
+    want = hf_tokenizer(*pairs, truncation=True, max_length=24)["input_ids"]
+    assert [e.ids for e in ours.encode(*pairs, max_length=24)] == want
+    assert (ours.cls_token_id, ours.sep_token_id, ours.pad_token_id, ours.mask_token_id) == (
+        hf_tokenizer.cls_token_id,
+        hf_tokenizer.sep_token_id,
+        hf_tokenizer.pad_token_id,
+        hf_tokenizer.mask_token_id,
+    )
+    ours.save(tmp_path / "saved")  # its own file and configuration, read back the same
+    again = Tokenizer.from_pretrained(tmp_path / "saved")
+    assert [e.ids for e in again.encode(texts)] == hf_tokenizer(texts)["input_ids"]
+    assert not (tmp_path / "saved" / "vocab.txt").exists()
+
+
+def test_a_tokenizer_without_the_special_tokens_is_refused_by_name(tokenizers_dir, tmp_path):
+    import shutil
+
+    folder, _ = tokenizers_dir["bpe"]
+    shutil.copytree(folder, tmp_path / "t")
+    settings = json.loads((tmp_path / "t" / "tokenizer_config.json").read_text())
+    (tmp_path / "t" / "tokenizer_config.json").write_text(json.dumps({**settings, "cls_token": "<cls>"}))
+    with pytest.raises(ValueError, match="tokenizer.json: its cls token '<cls>' is not in the vocabulary"):
+        Tokenizer.from_pretrained(tmp_path / "t")
+
+
+@pytest.mark.parametrize("family", ["xlm-roberta", "mpnet"])
+def test_sentence_vectors_equal_sentence_transformers(family, tokenizers_dir, tmp_path):
+    from sentence_transformers import SentenceTransformer, models
+
+    kind = FAMILIES[family][2]
+    saved_family(family, tmp_path / "hf", tokenizers_dir[kind][0])
+    transformer = models.Transformer(str(tmp_path / "hf"), max_seq_length=48)
+    pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+    reference = SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu")
+    reference.save(str(tmp_path / "st"))
+    texts = multilingual_texts(20, seed=7) + [""]
+    ours = Encoder.from_pretrained(tmp_path / "st")
+    assert (
+        ours.normalize and ours.engine.options().max_length == 48
+    )  # sentence-transformers 6 keeps it in the tokenizer
+    np.testing.assert_allclose(ours.encode(texts), reference.encode(texts), atol=1e-5, rtol=0)

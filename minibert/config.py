@@ -156,6 +156,13 @@ class BertConfig:
         return shapes
 
     @property
+    def max_input_length(self) -> int:
+        """The longest input the position table covers: max_position_embeddings, less the pad id + 1 where
+        positions count from there (RoBERTa's 514 positions take 512 tokens)."""
+        offset = self.pad_token_id + 1 if self.model_type in PADDED_POSITIONS else 0
+        return self.max_position_embeddings - offset
+
+    @property
     def has_token_types(self) -> bool:
         """Whether the model adds a segment (token type) embedding: MPNet has none."""
         return self.model_type != "mpnet"

@@ -79,6 +79,11 @@ class NumpyEncoder(TextEncoder):
         )
         folder = Path(folder)
         config = BertConfig.from_json(folder / "config.json")
+        if config.model_type != "bert":
+            raise ValueError(
+                f"{folder / 'config.json'}: the numpy backend computes BERT, not model_type "
+                f"{config.model_type!r}; use backend='torch'"
+            )
         if config.hidden_act != "gelu":
             raise ValueError(
                 f"{folder / 'config.json'}: the numpy backend computes the exact GELU, not "
@@ -106,7 +111,11 @@ def numpy_can_load(folder) -> bool:
     if not (folder / "model.safetensors").is_file() or not config.is_file() or is_int8_folder(folder):
         return False
     values = read_json(config)
-    return isinstance(values, dict) and values.get("hidden_act", "gelu") == "gelu"
+    return (
+        isinstance(values, dict)
+        and values.get("hidden_act", "gelu") == "gelu"
+        and values.get("model_type", "bert") == "bert"
+    )
 
 
 def check_weights(weights: dict, config: BertConfig, path) -> None:

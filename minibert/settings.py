@@ -14,19 +14,19 @@ NUMPY_MAX_TEXTS = 16  # backend "auto" (minibert/numpy_encoder.py): numpy for up
 def max_length_for(tokenizer, config: BertConfig, max_length: int | None = None) -> int:
     """The longest input, in tokens, that an encoder feeds `config`'s model: `max_length` where one is given
     (a call's, or a sentence-transformers folder's max_seq_length), checked against the position table;
-    otherwise the tokenizer's model_max_length, cut to the position table (max_position_embeddings)."""
+    otherwise the tokenizer's model_max_length, cut to the position table (config.max_input_length)."""
     if max_length is None:
-        return min(tokenizer.model_max_length, config.max_position_embeddings)
+        return min(tokenizer.model_max_length, config.max_input_length)
     check_max_length(max_length, config)
     return max_length
 
 
 def check_max_length(value, config: BertConfig, name: str = "max_length") -> None:
-    limit = config.max_position_embeddings
+    limit = config.max_input_length
     if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= limit:
+        where = "max_position_embeddings" if limit == config.max_position_embeddings else "longest input"
         raise ValueError(
-            f"{name} must be an integer from 2 (room for [CLS] and [SEP]) to the model's "
-            f"max_position_embeddings {limit}, got {value!r}"
+            f"{name} must be an integer from 2 (room for [CLS] and [SEP]) to the model's {where} {limit}, got {value!r}"
         )
 
 

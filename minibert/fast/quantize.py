@@ -308,11 +308,12 @@ def int8_state_dict(model: BertModel) -> tuple[dict[str, torch.Tensor], dict]:
     from minibert.formats.names import to_hf_name
 
     # Int8Linear holds buffers only, so the parameters are exactly the float tensors.
-    state = {to_hf_name(name): t.detach().contiguous() for name, t in model.named_parameters()}
+    family = model.config.model_type
+    state = {to_hf_name(name, family): t.detach().contiguous() for name, t in model.named_parameters()}
     weight_max = None
     for name, module in model.named_modules():
         if isinstance(module, Int8Linear):
-            prefix = to_hf_name(name + ".weight").removesuffix(".weight")
+            prefix = to_hf_name(name + ".weight", family).removesuffix(".weight")
             state |= int8.layer_tensors(prefix, {k: v.contiguous() for k, v in module.saved_tensors().items()})
             weight_max = module.weight_max
     if weight_max is None:
@@ -354,7 +355,7 @@ def load_int8_model(folder) -> BertModel:
     model = build_model(config, state)
 
     def make(name, linear, gelu, owns_input):
-        prefix = to_hf_name(name + ".weight").removesuffix(".weight")
+        prefix = to_hf_name(name + ".weight", config.model_type).removesuffix(".weight")
         if prefix not in saved:
             raise CheckpointError(f"{folder}: the int8 model has no quantized layer {prefix!r}")
         bias = floats.get(prefix + ".bias")

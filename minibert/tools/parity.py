@@ -63,6 +63,7 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
     transformers.logging.set_verbosity_error()  # no load reports or progress bars in the middle of the table
     transformers.logging.disable_progress_bar()
     device, dtype = as_device(device), as_dtype(dtype)
+    plain = atol is not None  # a tolerance the caller gave is a plain max abs diff, never judged against float64
     atol = atol if atol is not None else (1e-5 if dtype in (torch.float32, torch.float64) else 1e-3)
     folder = resolve(name_or_path)
     refuse_int8(folder)
@@ -74,18 +75,23 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
         if not any((folder / f).is_file() for f in ("config.json",)):  # e.g. a Google TF release
             hf_folder = convert(folder, Path(tmp) / "hf")
         tokenizer = Tokenizer.from_pretrained(folder)
-        limit = max_length_for(tokenizer, read_config(folder))
+        config = read_config(folder)
+        limit = max_length_for(tokenizer, config)
         batch = tokenizer(texts, [p or "" for p in pairs] if pairs else None, max_length=limit)
+        if not config.has_token_types:  # MPNet: none to give
+            del batch["token_type_ids"]
         keep = batch["attention_mask"].bool()
         batch = {k: v.to(device) for k, v in batch.items()}
         keys = read_state_dict(folder)[0].keys()
-        has_heads = any(k.startswith("cls.predictions.") for k in keys) and any(
-            k.startswith("cls.seq_relationship.") for k in keys
+        has_heads = (
+            config.model_type == "bert"
+            and any(k.startswith("cls.predictions.") for k in keys)
+            and any(k.startswith("cls.seq_relationship.") for k in keys)
         )
         has_pooler = any(k.endswith("pooler.dense.weight") for k in keys)
 
         def reference(d):
-            model = transformers.BertModel.from_pretrained(
+            model = transformers.AutoModel.from_pretrained(  # the family's own base model: BertModel, MPNetModel...
                 hf_folder, attn_implementation="eager", add_pooling_layer=has_pooler, dtype=d
             )
             return model.to(device).eval()
@@ -124,8 +130,15 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
                 rows[name] = {"eager": (a[name] - truth[name]).abs().max().item(), "sdpa": None}
                 if half:
                     rows[name]["reference"] = (b[name] - truth[name]).abs().max().item()
-        if half:  # both against transformers in float32: is minibert's error within the reference's own?
-            truth = run(reference(torch.float32), output_attentions=True)
+        truth_dtype = torch.float32 if half else None
+        over = any(max(e for e in (r["eager"], r["sdpa"]) if e is not None) > atol for r in rows.values())
+        if not half and over and not plain and device.type == "cpu":
+            # Past the tolerance in float32: where an input is ill-conditioned, transformers' own float32 is as
+            # far from the truth (all-mpnet-base-v2 on a pair with an empty second text: 1.0e-4 at layer 7 in
+            # float32 against float64, where minibert's fused path was 6.7e-5). Both are judged against float64.
+            truth_dtype = torch.float64
+        if truth_dtype is not None:  # both against the reference in a wider dtype: within its own error?
+            truth = run(reference(truth_dtype), output_attentions=True)
             own = _rows(expected, truth, keep)
             ours_eager = _rows(run(ours, output_attentions=True), truth, keep)
             ours_sdpa = _rows(run(ours), truth, keep)
@@ -134,7 +147,7 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
 
     for row in rows.values():
         errors = [e for e in (row["eager"], row["sdpa"]) if e is not None]
-        limit = 1.5 * row["reference"] + atol if half and "reference" in row else atol
+        limit = 1.5 * row["reference"] + atol if "reference" in row else atol
         row["ok"] = all(e <= limit for e in errors)
     names = list(rows)
     first = next((n for n in names if not rows[n]["ok"]), None)
@@ -151,6 +164,7 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
         "transformers_version": transformers.__version__,
         "atol": atol,
         "half_precision": half,
+        "judged_against": None if truth_dtype is None else str(truth_dtype).removeprefix("torch."),
         "texts": len(texts),
         "rows": rows,
         "first_failure": first,
@@ -160,8 +174,8 @@ def parity(name_or_path, *, device="cpu", dtype="float32", texts=None, pairs=Non
 
 
 def format_parity(report: dict) -> str:
-    half = report["half_precision"]
-    head = f"{'output':<16} {'eager':>10} {'sdpa':>10}" + (f" {'reference':>10}" if half else "") + "  status"
+    wider = report["judged_against"]
+    head = f"{'output':<16} {'eager':>10} {'sdpa':>10}" + (f" {'reference':>10}" if wider else "") + "  status"
     lines = [
         f"minibert against transformers {report['transformers_version']} (eager attention), "
         f"{report['dtype']} on {report['device']}, {report['texts']} texts: {report['model']}",
@@ -170,12 +184,12 @@ def format_parity(report: dict) -> str:
     ]
     for name, row in report["rows"].items():
         sdpa = f"{row['sdpa']:>10.3g}" if row["sdpa"] is not None else f"{'':>10}"
-        ref = (f" {row['reference']:>10.3g}" if "reference" in row else f" {'':>10}") if half else ""
+        ref = (f" {row['reference']:>10.3g}" if "reference" in row else f" {'':>10}") if wider else ""
         lines.append(f"{name:<16} {row['eager']:>10.3g} {sdpa}{ref}  {'ok' if row['ok'] else 'FAIL'}")
     lines.append("")
     criterion = (
-        f"minibert's error against transformers in float32 within 1.5 x the reference's own, + {report['atol']:g}"
-        if half
+        f"minibert's error against transformers in {wider} within 1.5 x the reference's own, + {report['atol']:g}"
+        if wider
         else f"max abs diff <= {report['atol']:g}"
     )
     if report["largest_jump"]:

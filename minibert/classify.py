@@ -35,10 +35,13 @@ class SequenceScorer:
     each input's logits independent of its batch (within 1e-6 in float32)."""
 
     def __init__(self, model: BertForSequenceClassification, tokenizer: Tokenizer, *, max_length=None, fast=True):
-        self.encoder = Encoder(model.bert, tokenizer, pooling="pooler", max_length=max_length, fast=fast)
+        # BERT's classifier reads the pooler's output; its relatives' read the first token's vector
+        pooling = "pooler" if model.config.model_type == "bert" else "cls"
+        self.encoder = Encoder(model.bert, tokenizer, pooling=pooling, max_length=max_length, fast=fast)
         self.classifier = model.classifier.eval()
         self.config = model.config
-        self.labels = [f"LABEL_{i}" for i in range(self.classifier.out_features)]  # a Classifier reads id2label
+        self.num_labels = model.num_labels
+        self.labels = [f"LABEL_{i}" for i in range(self.num_labels)]  # a Classifier reads id2label
 
     @classmethod
     def load(cls, name_or_path, *, device=None, dtype=None, fast=True, quantize=None, **kwargs):
@@ -52,7 +55,9 @@ class SequenceScorer:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # newly initialised head weights are refused just below
             model = BertForSequenceClassification.from_pretrained(folder, device=device, dtype=dtype)
-        missing = [name for name in model.newly_initialized if name.startswith(("classifier", "bert.pooler"))]
+        missing = [
+            name for name in model.newly_initialized if name.startswith(("classifier", "pre_classifier", "bert.pooler"))
+        ]
         if missing:
             raise ValueError(
                 f"{folder} has no sequence-classification weights ({', '.join(missing)}): not a cross-encoder "
@@ -76,9 +81,10 @@ class SequenceScorer:
 
     def logits_of(self, encodings: list, options, show_progress=False) -> torch.Tensor:
         """(N, num_labels) float32 logits of inputs already tokenized by the engine."""
-        pooled = self.encoder.engine.embed(encodings, options, show_progress)  # (N, H), the pooler's output
+        pooled = self.encoder.engine.embed(encodings, options, show_progress)  # (N, H): pooler, or first token
         with torch.inference_mode():
-            return self.classifier(pooled.to(self.classifier.weight.dtype)).float()  # (N, num_labels)
+            dtype = next(self.classifier.parameters()).dtype
+            return self.classifier(pooled.to(dtype)).float()  # (N, num_labels)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits as this model's scores (its activation)."""
@@ -92,7 +98,7 @@ class CrossEncoder(SequenceScorer):
 
     def __init__(self, model, tokenizer, *, max_length=None, fast=True, activation=None):
         super().__init__(model, tokenizer, max_length=max_length, fast=fast)
-        self.activation = activation or (torch.sigmoid if self.classifier.out_features == 1 else _identity)
+        self.activation = activation or (torch.sigmoid if self.num_labels == 1 else _identity)
 
     def scores(self, logits: torch.Tensor) -> torch.Tensor:
         return self.activation(logits)
@@ -180,10 +186,10 @@ class Classifier(SequenceScorer):
             labels=labels,
             multi_label=multi,
         )
-        if scorer.labels and len(scorer.labels) != scorer.classifier.out_features:
+        if scorer.labels and len(scorer.labels) != scorer.num_labels:
             raise ValueError(
                 f"{folder / 'config.json'}: id2label names {len(scorer.labels)} labels, the classifier has "
-                f"{scorer.classifier.out_features}"
+                f"{scorer.num_labels}"
             )
         return scorer
 

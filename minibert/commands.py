@@ -450,9 +450,12 @@ def run_fill_mask(args) -> None:
         raise UsageError(f"--top-k must be positive, got {args.top_k}")
     folder = args.model
     tokenizer = Tokenizer.from_pretrained(folder, lowercase=args.lowercase)
-    masks = tokenizer.tokenize(args.text).count("[MASK]")
+    mask = tokenizer.mask_token  # the model's own: [MASK] for BERT, <mask> for RoBERTa's kind
+    if mask is None:
+        raise UsageError(f"{folder}: its tokenizer has no mask token")
+    masks = tokenizer.tokenize(args.text).count(mask)
     if masks != 1:
-        raise UsageError(f"the text must hold exactly one [MASK], it holds {masks}")
+        raise UsageError(f"the text must hold exactly one {mask}, it holds {masks}")
     model = masked_lm(folder)
     candidates = fill_mask(model, tokenizer, args.text, top_k=args.top_k)
     tokens = [printable(c["token"]) for c in candidates]

@@ -25,9 +25,23 @@ MODEL_TYPES = {
     "xlm-roberta": "XLMRobertaModel",
     "camembert": "CamembertModel",
     "mpnet": "MPNetModel",
+    "distilbert": "DistilBertModel",
+    "electra": "ElectraModel",
 }
 # Families whose positions count from padding_idx + 1 over real tokens (padding_idx is the pad id).
 PADDED_POSITIONS = ("roberta", "xlm-roberta", "camembert", "mpnet")
+# Families without a segment (token type) embedding.
+NO_TOKEN_TYPES = ("mpnet", "distilbert")
+# DistilBERT's config.json names for BERT's fields.
+DISTILBERT_NAMES = {
+    "dim": "hidden_size",
+    "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads",
+    "hidden_dim": "intermediate_size",
+    "activation": "hidden_act",
+    "dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+}
 
 # Activations the feed-forward block implements (see ACTIVATIONS in model.py).
 SUPPORTED_ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -67,6 +81,7 @@ class BertConfig:
     position_embedding_type: str = "absolute"  # only learned absolute positions exist in BERT
     model_type: str = "bert"  # the family: a key of MODEL_TYPES
     relative_attention_num_buckets: int = 32  # MPNet: buckets of its relative-position bias (others: unused)
+    embedding_size: int | None = None  # ELECTRA: the embeddings' width, projected to hidden_size (None: the same)
 
     def __post_init__(self):
         for name in (
@@ -82,6 +97,9 @@ class BertConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        size = self.embedding_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise ValueError(f"embedding_size must be a positive integer, got {size!r}")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}"
@@ -135,6 +153,10 @@ class BertConfig:
         }
         if not self.has_token_types:
             del shapes["embeddings.token_type_embeddings.weight"]
+        E = self.embedding_size or H
+        if E != H:  # ELECTRA's small embeddings, then a projection up to the layers' width
+            shapes = {name: shape[:-1] + (E,) for name, shape in shapes.items()}
+            shapes |= {"embeddings.project.weight": (H, E), "embeddings.project.bias": (H,)}
         linear = {
             "attention.query": (H, H),
             "attention.key": (H, H),
@@ -164,8 +186,8 @@ class BertConfig:
 
     @property
     def has_token_types(self) -> bool:
-        """Whether the model adds a segment (token type) embedding: MPNet has none."""
-        return self.model_type != "mpnet"
+        """Whether the model adds a segment (token type) embedding: MPNet and DistilBERT have none."""
+        return self.model_type not in NO_TOKEN_TYPES
 
     def parameter_count(self, pooler: bool = True) -> int:
         """Parameters of BertModel with this config: embeddings, layers, and the pooler if `pooler`."""
@@ -183,6 +205,10 @@ class BertConfig:
             raise ValueError(
                 f"{source}: model_type {model_type!r} is not one minibert knows; it reads {', '.join(MODEL_TYPES)}"
             )
+        if model_type == "distilbert":
+            if values.get("sinusoidal_pos_embds"):
+                raise ValueError(f"{source}: sinusoidal position embeddings are not supported (learned ones are)")
+            values = {DISTILBERT_NAMES.get(k, k): v for k, v in values.items()}
         fields = {f.name for f in dataclasses.fields(cls)}
         missing = [name for name in REQUIRED if name not in values]
         if missing:
@@ -212,6 +238,10 @@ class BertConfig:
         values = dataclasses.asdict(self)
         if self.model_type != "mpnet":
             values.pop("relative_attention_num_buckets")
+        if self.embedding_size is None:
+            values.pop("embedding_size")
+        if self.model_type == "distilbert":  # its own names, which transformers' DistilBertConfig reads
+            values = {({v: k for k, v in DISTILBERT_NAMES.items()}).get(k, k): v for k, v in values.items()}
         return {"architectures": [architecture or MODEL_TYPES[self.model_type]], **values, **extra}
 
     def save_json(self, path: str | os.PathLike, architecture: str | None = None, **extra) -> None:

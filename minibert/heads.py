@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minibert.config import BertConfig
-from minibert.model import ACTIVATIONS, BertModel
+from minibert.model import ACTIVATIONS
+from minibert.relatives import model_class
 
 IGNORE_INDEX = -100  # labels with this value add nothing to the loss (unmasked tokens, padding)
 
@@ -85,7 +86,8 @@ class _Head(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
-        self.bert = BertModel(config, add_pooler=self.add_pooler)
+        # BERT's relatives sit under the same name; their classifiers read the first token, not a pooler
+        self.bert = model_class(config)(config, add_pooler=self.add_pooler and config.model_type == "bert")
         self.newly_initialized: list[str] = []  # checkpoint keys from_pretrained did not find
 
     def init_weights(self):
@@ -195,14 +197,45 @@ class _LabelHead(_Head):
         return {"num_labels": self.num_labels}
 
 
+class FirstTokenClassifier(nn.Module):
+    """The classification head of BERT's relatives, on the first token's vector (<s> or [CLS]) in place of
+    BERT's pooler: dropout, dense, an activation, dropout, out_proj. tanh for RoBERTa's family and MPNet,
+    GELU for ELECTRA, ReLU for DistilBERT (whose first dropout is absent: in eval the same)."""
+
+    ACTIVATIONS = {"electra": F.gelu, "distilbert": F.relu}
+
+    def __init__(self, config: BertConfig, num_labels: int):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = self.ACTIVATIONS.get(config.model_type, torch.tanh)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.out_proj = nn.Linear(config.hidden_size, num_labels)
+
+    def forward(self, x):  # (B, H) -> (B, num_labels)
+        return self.out_proj(self.dropout(self.act(self.dense(self.dropout(x)))))
+
+
 class BertForSequenceClassification(_LabelHead):
-    """pooled [CLS] -> dropout -> linear. num_labels == 1 is regression (mean squared error); integer
-    labels are single-label classification (cross-entropy); float labels of shape (B, num_labels) are
-    multi-label (a sigmoid per label)."""
+    """pooled [CLS] -> dropout -> linear (for BERT's relatives: the first token's vector -> their
+    FirstTokenClassifier). num_labels == 1 is regression (mean squared error); integer labels are
+    single-label classification (cross-entropy); float labels of shape (B, num_labels) are multi-label
+    (a sigmoid per label)."""
+
+    def __init__(self, config: BertConfig, num_labels: int = 2):
+        super().__init__(config, num_labels)
+        if config.model_type != "bert":
+            self.classifier = FirstTokenClassifier(config, num_labels)
+            self.init_weights()
+
+    def features(self, output):
+        """What the classifier reads: the pooled [CLS] vector after dropout, or a relative's first token."""
+        if isinstance(self.classifier, FirstTokenClassifier):
+            return output.last_hidden_state[:, 0]  # (B, H)
+        return self.dropout(output.pooler_output)  # (B, H)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None):
-        pooled = self.bert(input_ids, attention_mask, token_type_ids, position_ids).pooler_output
-        logits = self.classifier(self.dropout(pooled))  # (B, num_labels)
+        output = self.bert(input_ids, attention_mask, token_type_ids, position_ids)
+        logits = self.classifier(self.features(output))  # (B, num_labels)
         loss = None
         if labels is not None:
             if self.num_labels == 1:

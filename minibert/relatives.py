@@ -1,5 +1,6 @@
 """BERT's close relatives, each a small named delta on model.py's BertModel: the same embeddings, layers and
-pooler, with their own rule for positions and, for MPNet, a bias on the attention scores. Which class a
+pooler, with their own rule for positions, embeddings of their own, and, for MPNet, a bias on the attention
+scores. Which class a
 config builds is `model_class(config)`; the checkpoint names of each family are minibert/formats/names.py's.
 
   RoBERTa, XLM-RoBERTa, CamemBERT (Liu et al. 2019, https://arxiv.org/abs/1907.11692): positions count
@@ -9,10 +10,13 @@ config builds is `model_class(config)`; the checkpoint names of each family are 
       T5-style relative-position bias (Raffel et al. 2019, section 2.1): the key's offset from the query
       falls into one of 32 buckets, exact for small offsets and logarithmic up to 128, and each head
       learns one bias per bucket, added to the scores of every layer.
+  DistilBERT: BERT's positions, no token types, no pooler; its own weight names.
+  ELECTRA (discriminator): BERT, no pooler, and embeddings embedding_size wide projected up to the layers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -87,10 +91,45 @@ class MPNetModel(PaddedPositionsModel):
         return bias if mask is None else bias + mask  # (B, N, L, L)
 
 
+class DistilBertModel(BertModel):
+    """DistilBERT (Sanh et al. 2019, https://arxiv.org/abs/1910.01108): BERT's layers, half as many, with
+    word + position embeddings only and no pooler."""
+
+    def __init__(self, config: BertConfig, add_pooler: bool = False, attention: str = "sdpa"):
+        super().__init__(config, add_pooler=False, attention=attention)
+        self.embeddings = PositionsOnlyEmbeddings(config)
+        self.embeddings.apply(self._init_weights)
+
+
+class ProjectedEmbeddings(Embeddings):
+    """ELECTRA's embeddings: BERT's, embedding_size wide, then a linear layer up to hidden_size."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(dataclasses.replace(config, hidden_size=config.embedding_size, num_attention_heads=1))
+        # HF: embeddings_project
+        self.project = nn.Linear(config.embedding_size, config.hidden_size)
+
+    def forward(self, input_ids, token_type_ids, position_ids):
+        return self.project(super().forward(input_ids, token_type_ids, position_ids))  # (B, L, E) -> (B, L, H)
+
+
+class ElectraModel(BertModel):
+    """ELECTRA's discriminator (Clark et al. 2020, https://arxiv.org/abs/2003.10555): BERT, with embeddings
+    narrower than its layers where embedding_size says so, and no pooler."""
+
+    def __init__(self, config: BertConfig, add_pooler: bool = False, attention: str = "sdpa"):
+        super().__init__(config, add_pooler=False, attention=attention)
+        if config.embedding_size is not None and config.embedding_size != config.hidden_size:
+            self.embeddings = ProjectedEmbeddings(config)
+            self.embeddings.apply(self._init_weights)
+
+
 MODEL_CLASSES = {
     "bert": BertModel,
     **{family: PaddedPositionsModel for family in PADDED_POSITIONS},
     "mpnet": MPNetModel,
+    "distilbert": DistilBertModel,
+    "electra": ElectraModel,
 }
 
 

@@ -1,7 +1,7 @@
 """minibert against the reference implementations, side by side in one run.
 
-    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,scale,chunks,ort,small,gpu,serve,rerank]
-                            [--repeats 5] [--json out.json]
+    python scripts/bench.py [--cases dense,corpus,precision,memory,coldstart,scale,chunks,ort,small,gpu,serve,
+                                     rerank,family] [--repeats 5] [--json out.json]
 
 dense      full bert-base configuration (random weights), float32: minibert BertModel (oneDNN linear
            layers) vs transformers.BertModel (its default SDPA attention) at 1x128, 8x128, 32x128, 8x512;
@@ -40,6 +40,9 @@ gpu        (CUDA only; skipped without it) bert-base 256x128 in float16, bfloat1
 rerank     minibert's CrossEncoder.rank (1 query x 100 passages of 50-250 words) and SparseEncoder (1,000
            documents) against sentence-transformers' CrossEncoder and SparseEncoder, float32, bfloat16 where
            native and int8; see scripts/bench_rerank.py
+family     all-mpnet-base-v2 (--mpnet FOLDER, else an MPNet of its shape) against sentence-transformers,
+           float32 and bfloat16 where native; and MPNet's relative-position bias against a BERT of the same
+           shape; see scripts/bench_family.py
 
 Runs alternate between the contenders after a warm-up; each figure is the median of --repeats runs.
 """
@@ -593,6 +596,12 @@ def case_rerank(args, tmp):
     case_rerank(args, tmp, RESULTS)
 
 
+def case_family(args, tmp):
+    from bench_family import case_family
+
+    case_family(args, tmp, RESULTS)
+
+
 def case_serve(args, tmp):
     from bench_serve import case_serve
 
@@ -612,6 +621,7 @@ CASES = {
     "chunks": case_chunks,
     "serve": case_serve,
     "rerank": case_rerank,
+    "family": case_family,
 }
 
 
@@ -654,6 +664,7 @@ def main():
     )
     parser.add_argument("--rerank-passages", type=int, default=100, help="rerank case: passages per query (100)")
     parser.add_argument("--sparse-docs", type=int, default=1000, help="rerank case: SPLADE documents (1000)")
+    parser.add_argument("--mpnet", type=Path, metavar="FOLDER", help="family case: all-mpnet-base-v2's folder")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args()
     if "shards" not in args.scale_with.split(","):

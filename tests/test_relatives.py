@@ -13,7 +13,7 @@ from checkpoints import multilingual_texts, trained_tokenizer
 from reference import assert_both_paths_match, randomize_
 
 from minibert import BertModel, Encoder
-from minibert.relatives import MPNetModel, PaddedPositionsModel
+from minibert.relatives import DistilBertModel, ElectraModel, MPNetModel, PaddedPositionsModel
 from minibert.tokenizer import Tokenizer
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
@@ -22,6 +22,8 @@ FAMILIES = {  # model_type -> (transformers config class, model class, tokenizer
     "xlm-roberta": ("XLMRobertaConfig", "XLMRobertaModel", "unigram", PaddedPositionsModel),
     "camembert": ("CamembertConfig", "CamembertModel", "unigram", PaddedPositionsModel),
     "mpnet": ("MPNetConfig", "MPNetModel", "bpe", MPNetModel),
+    "distilbert": ("DistilBertConfig", "DistilBertModel", "bpe", DistilBertModel),
+    "electra": ("ElectraConfig", "ElectraModel", "bpe", ElectraModel),
 }
 
 
@@ -40,8 +42,13 @@ def saved_family(family: str, folder, tokenizer_folder=None, **sizes):
 
     config_class, model_class, _, _ = FAMILIES[family]
     settings = dict(vocab_size=640, max_position_embeddings=70, pad_token_id=1, **(sizes or SMALL))
-    if family != "mpnet":
+    if family in ("roberta", "xlm-roberta", "camembert"):
         settings["type_vocab_size"] = 1
+    if family == "electra":
+        settings["embedding_size"] = settings["hidden_size"] // 2  # ELECTRA-small's narrower embeddings
+    if family == "distilbert":  # its own names for the same fields
+        names = dict(hidden_size="dim", num_hidden_layers="n_layers", num_attention_heads="n_heads")
+        settings = {names.get(k, "hidden_dim" if k == "intermediate_size" else k): v for k, v in settings.items()}
     config = getattr(transformers, config_class)(**settings, attn_implementation="eager")
     torch.manual_seed(0)
     model = getattr(transformers, model_class)(config).eval()
@@ -68,7 +75,7 @@ def test_every_output_matches_transformers(family, tokenizers_dir, tmp_path):
     eager = BertModel.from_pretrained(tmp_path / family, attention="eager")
     assert type(eager) is FAMILIES[family][3]
     assert_both_paths_match(eager, reference, batch)
-    if family != "mpnet":  # the same operations as transformers' eager attention: the same bits
+    if family not in ("mpnet",):  # the same operations as transformers' eager attention: the same bits
         with torch.no_grad():
             want = reference(**batch, output_hidden_states=True).hidden_states
             got = eager(**batch, output_hidden_states=True).hidden_states
@@ -221,3 +228,66 @@ def test_int8_bf16_and_the_numpy_backend_on_a_relative(tokenizers_dir, tmp_path)
     assert cosine.min() > 0.99
     with pytest.raises(ValueError, match="the numpy backend computes BERT, not model_type 'mpnet'"):
         Encoder.from_pretrained(tmp_path / "m", backend="numpy")
+
+
+@pytest.mark.parametrize("family", ["xlm-roberta", "mpnet", "distilbert", "electra"])
+def test_sequence_classification_heads_match_transformers(family, tokenizers_dir, tmp_path):
+    """bge-reranker-base is an XLM-R cross-encoder, ms-marco-electra-base an ELECTRA one, msmarco-distilbert
+    cross-encoders DistilBERT: each family's head on its first token, as transformers computes it."""
+    import transformers
+
+    from minibert.heads import BertForSequenceClassification
+
+    saved_family(family, tmp_path / "base")
+    head_class = FAMILIES[family][1].replace("Model", "ForSequenceClassification")
+    torch.manual_seed(1)
+    reference = getattr(transformers, head_class).from_pretrained(
+        tmp_path / "base", num_labels=3, attn_implementation="eager"
+    )
+    randomize_(reference)
+    reference.eval().save_pretrained(tmp_path / "clf")
+    ours = BertForSequenceClassification.from_pretrained(tmp_path / "clf")
+    assert ours.newly_initialized == []
+    ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 10, 2, 1, 1]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        want, got = reference(ids, attention_mask=mask).logits, ours(ids, mask).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    ours.save_pretrained(tmp_path / "again")  # the family's own class and names
+    back = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "again").eval()
+    assert type(back).__name__ == head_class
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids, attention_mask=mask).logits, want, atol=1e-6, rtol=0)
+
+
+def test_an_xlm_roberta_cross_encoder_scores_as_sentence_transformers(tokenizers_dir, tmp_path):
+    import transformers
+    from sentence_transformers import CrossEncoder as Reference
+
+    from minibert.classify import CrossEncoder
+
+    saved_family("xlm-roberta", tmp_path / "base", tokenizers_dir["unigram"][0])
+    torch.manual_seed(2)
+    model = transformers.XLMRobertaForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=1)
+    randomize_(model)
+    model.save_pretrained(tmp_path / "hf")
+    for path in tokenizers_dir["unigram"][0].iterdir():
+        (tmp_path / "hf" / path.name).write_bytes(path.read_bytes())
+    Reference(str(tmp_path / "hf"), device="cpu", max_length=60).save(str(tmp_path / "ce"))
+    reference = Reference(str(tmp_path / "ce"), device="cpu")
+    texts = multilingual_texts(12, seed=11)
+    pairs = [(texts[0], t) for t in texts[1:]]
+    ours = CrossEncoder.from_pretrained(tmp_path / "ce")
+    np.testing.assert_allclose(ours.predict(pairs), reference.predict(pairs), atol=1e-5, rtol=0)
+    assert [h["corpus_id"] for h in ours.rank(texts[0], texts[1:])] == [
+        h["corpus_id"] for h in reference.rank(texts[0], texts[1:])
+    ]
+
+
+def test_heads_minibert_computes_for_bert_only_say_so(tmp_path):
+    from minibert.formats.errors import CheckpointError
+    from minibert.heads import BertForMaskedLM
+
+    saved_family("roberta", tmp_path / "m")
+    with pytest.raises(CheckpointError, match="a roberta checkpoint; minibert reads BERT's relatives as BertModel"):
+        BertForMaskedLM.from_pretrained(tmp_path / "m")

@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from torch.overrides import TorchFunctionMode
 
-from minibert.config import BertConfig
+from minibert.config import MODEL_TYPES, BertConfig
 from minibert.formats.errors import CheckpointError
 from minibert.formats.hub import resolve
 from minibert.formats.int8 import is_int8_folder
-from minibert.formats.names import HEAD_MAP, hf_name, is_ignored, normalize_key, to_hf_name, to_minibert_name
+from minibert.formats.names import head_map, hf_name, is_ignored, normalize_key, to_hf_name, to_minibert_name
 from minibert.model import BertModel
 from minibert.relatives import model_class
 from minibert.settings import as_device, as_dtype
@@ -344,16 +344,22 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
     folder, config, tensors, origin = read_checkpoint(
         name_or_path, revision=revision, local_files_only=local_files_only
     )
+    family = config.model_type
+    if family != "bert" and cls.__name__ != "BertForSequenceClassification":
+        raise CheckpointError(
+            f"{folder}: a {family} checkpoint; minibert reads BERT's relatives as BertModel and as "
+            f"BertForSequenceClassification (cross-encoders, classifiers), not as {cls.__name__}"
+        )
     encoder_state, rest = encoder_weights(tensors, origin, config)
-    found = {normalize_key(k): k for k in rest}
+    found = {normalize_key(k, family): k for k in rest}
     if "cls.predictions.bias" not in found and "cls.predictions.decoder.bias" in found:
         found["cls.predictions.bias"] = found.pop("cls.predictions.decoder.bias")  # older checkpoints
-    head_state = {HEAD_MAP[norm]: key for norm, key in found.items() if norm in HEAD_MAP}
+    names = head_map(family)
+    head_state = {names[norm]: key for norm, key in found.items() if norm in names}
     takes_labels = "num_labels" in inspect.signature(cls).parameters
     if takes_labels and kwargs.get("num_labels") is None:  # from the checkpoint's classifier, else 2
-        kwargs["num_labels"] = (
-            tensors[head_state["classifier.weight"]].shape[0] if "classifier.weight" in head_state else 2
-        )
+        out = next((n for n in ("classifier.weight", "classifier.out_proj.weight") if n in head_state), None)
+        kwargs["num_labels"] = tensors[head_state[out]].shape[0] if out else 2
 
     with skeleton():
         expected = cls(config, **kwargs).state_dict()
@@ -376,7 +382,7 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
     missing = [name for name in expected if name not in state]
     if missing:  # real weights with BERT's init for what the checkpoint lacks
         model = cls(config, **kwargs)
-        model.newly_initialized = [hf_name(name) for name in missing]
+        model.newly_initialized = [hf_name(name, family) for name in missing]
         warnings.warn(
             f"{folder}: {cls.__name__} weights not in the checkpoint, newly initialised: "
             f"{', '.join(model.newly_initialized)}",
@@ -397,8 +403,10 @@ def save_head_model(model, directory) -> None:
     if "num_labels" in model.init_kwargs():
         n = model.init_kwargs()["num_labels"]
         extra = {"id2label": {str(i): f"LABEL_{i}" for i in range(n)}, "label2id": {f"LABEL_{i}": i for i in range(n)}}
-    model.config.save_json(directory / "config.json", type(model).__name__, **extra)
-    tensors = {hf_name(n): t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
+    family = model.config.model_type
+    architecture = type(model).__name__.replace("Bert", MODEL_TYPES[family].removesuffix("Model"), 1)
+    model.config.save_json(directory / "config.json", architecture, **extra)
+    tensors = {hf_name(n, family): t.detach().cpu().contiguous() for n, t in model.state_dict().items()}
     save_safetensors(tensors, directory / "model.safetensors")
 
 

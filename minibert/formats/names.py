@@ -64,6 +64,35 @@ MPNET_MAP = {
     "pooler.dense.bias": "pooler.dense.bias",
 }
 
+# DistilBERT's names (transformers' DistilBertModel): no token types, no pooler.
+DISTILBERT_MAP = {
+    "embeddings.word_embeddings.weight": "embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight": "embeddings.position_embeddings.weight",
+    "embeddings.LayerNorm.weight": "embeddings.norm.weight",
+    "embeddings.LayerNorm.bias": "embeddings.norm.bias",
+    **{
+        f"transformer.layer.{{}}.{theirs}.{kind}": f"layers.{{}}.{ours}.{kind}"
+        for theirs, ours in (
+            ("attention.q_lin", "attention.query"),
+            ("attention.k_lin", "attention.key"),
+            ("attention.v_lin", "attention.value"),
+            ("attention.out_lin", "attention.output"),
+            ("sa_layer_norm", "attention_norm"),
+            ("ffn.lin1", "ffn.up"),
+            ("ffn.lin2", "ffn.down"),
+            ("output_layer_norm", "ffn_norm"),
+        )
+        for kind in ("weight", "bias")
+    },
+}
+
+# ELECTRA's: BERT's, and the projection from its smaller embeddings to the layers' width.
+ELECTRA_MAP = {
+    **WEIGHT_MAP,
+    "embeddings_project.weight": "embeddings.project.weight",
+    "embeddings_project.bias": "embeddings.project.bias",
+}
+
 # Each family's map and the prefix its task checkpoints put before the encoder's keys (RobertaForMaskedLM
 # saves roberta.encoder..., MPNetForMaskedLM mpnet.encoder...). RoBERTa's family keeps BERT's names.
 FAMILY_MAPS = {
@@ -72,6 +101,8 @@ FAMILY_MAPS = {
     "xlm-roberta": (WEIGHT_MAP, "roberta."),
     "camembert": (WEIGHT_MAP, "roberta."),
     "mpnet": (MPNET_MAP, "mpnet."),
+    "distilbert": (DISTILBERT_MAP, "distilbert."),
+    "electra": (ELECTRA_MAP, "electra."),
 }
 
 # Head keys (minibert/heads.py): Hugging Face name -> minibert name.
@@ -88,12 +119,29 @@ HEAD_MAP = {
     "qa_outputs.weight": "qa_outputs.weight",
     "qa_outputs.bias": "qa_outputs.bias",
 }
+# The sequence-classification heads of BERT's relatives, on the first token: Hugging Face name -> minibert
+# name (minibert/heads.py: FirstTokenClassifier). RoBERTa's family, MPNet and ELECTRA call the two layers
+# classifier.dense and classifier.out_proj; DistilBERT pre_classifier and classifier.
+RELATIVE_HEAD_MAP = {
+    family: {
+        f"{theirs}.{kind}": f"classifier.{ours}.{kind}"
+        for theirs, ours in (
+            (("pre_classifier", "dense"), ("classifier", "out_proj"))
+            if family == "distilbert"
+            else (("classifier.dense", "dense"), ("classifier.out_proj", "out_proj"))
+        )
+        for kind in ("weight", "bias")
+    }
+    for family in ("roberta", "xlm-roberta", "camembert", "mpnet", "distilbert", "electra")
+}
+
 # Keys of the pretraining heads (cls.: masked LM, next sentence) and the task heads: not the encoder's.
-HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "lm_head.")
+HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "lm_head.", "pre_classifier.", "vocab_", "generator_")
 
 # Keys the encoder knowingly leaves alone, with the reason.
 IGNORED = {
     r"embeddings\.position_ids": "a buffer holding 0..max_position-1; the forward makes it",
+    r"embeddings\.token_type_ids": "a buffer of zeros (ELECTRA, RoBERTa); the forward makes it",
     **{re.escape(prefix) + ".*": "a pretraining or task head, not part of the encoder" for prefix in HEAD_PREFIXES},
 }
 
@@ -138,11 +186,17 @@ def to_hf_name(name: str, family: str = "bert") -> str:
     raise KeyError(f"{name} has no Hugging Face name in the {family} map")
 
 
-def hf_name(name: str) -> str:
-    """The Hugging Face key of a parameter of a head model (`bert.` + encoder name, or a head name)."""
+def head_map(family: str = "bert") -> dict:
+    """The head keys a family's checkpoints hold: Hugging Face name -> minibert name."""
+    return HEAD_MAP if family == "bert" else RELATIVE_HEAD_MAP[family]
+
+
+def hf_name(name: str, family: str = "bert") -> str:
+    """The Hugging Face key of a parameter of a head model (the family's prefix + encoder name, or a head
+    name); minibert keeps every family's encoder under `bert.`."""
     if name.startswith("bert."):
-        return "bert." + to_hf_name(name.removeprefix("bert."))
-    return {ours: theirs for theirs, ours in HEAD_MAP.items()}[name]
+        return FAMILY_MAPS[family][1] + to_hf_name(name.removeprefix("bert."), family)
+    return {ours: theirs for theirs, ours in head_map(family).items()}[name]
 
 
 def hf_shapes(config, pooler: bool = True) -> dict[str, tuple[int, ...]]:

@@ -291,3 +291,22 @@ def test_heads_minibert_computes_for_bert_only_say_so(tmp_path):
     saved_family("roberta", tmp_path / "m")
     with pytest.raises(CheckpointError, match="a roberta checkpoint; minibert reads BERT's relatives as BertModel"):
         BertForMaskedLM.from_pretrained(tmp_path / "m")
+
+
+def test_the_trace_follows_a_relative_step_by_step(tmp_path):
+    from minibert.tools.trace import component_parameters, trace
+
+    reference = saved_family("mpnet", tmp_path / "m")
+    model = BertModel.from_pretrained(tmp_path / "m")
+    ids = torch.tensor([[0, 5, 6, 7, 2, 1]])
+    batch = {"input_ids": ids, "attention_mask": (ids != 1).long()}
+    steps = trace(model, batch)
+    assert "embeddings.token_type" not in steps and "layers.0.attention.masked_scores" in steps
+    with torch.no_grad():
+        want = reference(**batch, output_hidden_states=True).hidden_states
+    for i in range(len(model.layers)):
+        torch.testing.assert_close(steps[f"layers.{i}.ffn.norm"][0, :5], want[i + 1][0, :5], atol=1e-5, rtol=0)
+    assert sum(component_parameters(model).values()) == model.config.parameter_count()
+    saved_family("electra", tmp_path / "e")
+    with pytest.raises(ValueError, match="narrower than its layers and projected"):
+        trace(BertModel.from_pretrained(tmp_path / "e"), batch)

@@ -30,7 +30,7 @@ LAYER_STEPS = {
     "attention.key": (["{p}"], "(B, L, H)", "the key projection"),
     "attention.value": (["{p}"], "(B, L, H)", "the value projection"),
     "attention.scores": (["attention.query", "attention.key"], "(B, N, L, L)", "Q K^T / sqrt(D), per head"),
-    "attention.masked_scores": (["attention.scores"], "(B, N, L, L)", "with the padding mask added"),
+    "attention.masked_scores": (["attention.scores"], "(B, N, L, L)", "with the padding mask (MPNet: and bias) added"),
     "attention.probs": (["attention.masked_scores"], "(B, N, L, L)", "softmax over the keys"),
     "attention.context": (["attention.probs", "attention.value"], "(B, L, H)", "probs @ V, heads side by side"),
     "attention.output": (["attention.context"], "(B, L, H)", "the output projection"),
@@ -52,9 +52,10 @@ HEAD_STEPS = {  # written by `minibert dump --head`, not by trace
 }
 
 
-def step_names(num_layers: int, pooler: bool = True) -> list[str]:
-    """Every step name, in computation order."""
-    names = list(EMBEDDING_STEPS)
+def step_names(num_layers: int, pooler: bool = True, token_types: bool = True) -> list[str]:
+    """Every step name, in computation order (without the segment table's for a model that has none:
+    MPNet, DistilBERT)."""
+    names = [n for n in EMBEDDING_STEPS if token_types or n != "embeddings.token_type"]
     names += [f"layers.{i}.{n}" for i in range(num_layers) for n in LAYER_STEPS]
     return names + (list(POOLER_STEPS) if pooler else [])
 

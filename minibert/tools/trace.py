@@ -39,11 +39,20 @@ def recording(model: BertModel):
         steps[prefix + name] = t.detach()
 
     e = model.embeddings
+    if hasattr(e, "project"):
+        raise ValueError(
+            "the trace follows BERT's embeddings; this model's are narrower than its layers and projected "
+            "(ELECTRA's embedding_size), which it does not show"
+        )
     hooks = [
         e.word_embeddings.register_forward_hook(output_of("embeddings.word")),
-        e.token_type_embeddings.register_forward_hook(output_of("embeddings.token_type")),
         e.position_embeddings.register_forward_hook(output_of("embeddings.position")),
         e.norm.register_forward_pre_hook(input_of("embeddings.sum")),
+        *(
+            [e.token_type_embeddings.register_forward_hook(output_of("embeddings.token_type"))]
+            if model.config.has_token_types
+            else []
+        ),
         e.norm.register_forward_hook(output_of("embeddings.output")),
     ]
     for i, layer in enumerate(model.layers):
@@ -102,7 +111,7 @@ def trace(model: BertModel, batch: dict) -> dict[str, torch.Tensor]:
     if "attention_mask" not in inputs:  # no mask: masked_scores are the scores
         for i in range(len(model.layers)):
             steps.setdefault(f"layers.{i}.attention.masked_scores", steps[f"layers.{i}.attention.scores"])
-    order = step_names(len(model.layers), model.pooler is not None)
+    order = step_names(len(model.layers), model.pooler is not None, model.config.has_token_types)
     missing = [n for n in order if n not in steps]
     if missing:
         raise RuntimeError(f"the trace missed step {missing[0]!r}: the model's modules are not BertModel's")
@@ -127,6 +136,8 @@ def component_parameters(model: BertModel) -> dict[str, int]:
     counts["layers"] = sum(p.numel() for layer in model.layers for p in layer.parameters())
     if model.pooler is not None:
         counts["pooler"] = sum(p.numel() for p in model.pooler.parameters())
+    if hasattr(model, "relative_attention_bias"):  # MPNet
+        counts["relative bias"] = model.relative_attention_bias.weight.numel()
     return counts
 
 

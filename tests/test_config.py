@@ -87,7 +87,7 @@ def test_round_trip_through_transformers(tmp_path):
         ({"position_embedding_type": "relative_key"}, "position_embedding_type 'relative_key' is not supported"),
         ({"hidden_dropout_prob": 1.5}, r"hidden_dropout_prob must be in \[0, 1\), got 1.5"),
         ({"layer_norm_eps": 0}, "layer_norm_eps must be positive, got 0"),
-        ({"model_type": "roberta"}, "model_type 'roberta' is not 'bert'"),
+        ({"model_type": "deberta-v2"}, "model_type 'deberta-v2' is not one minibert knows; it reads bert, roberta"),
         ({"pad_token_id": 30522}, r"pad_token_id 30522 is outside \[0, vocab_size 30522\)"),
     ],
 )

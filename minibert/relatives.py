@@ -30,16 +30,14 @@ class PaddedPositionsModel(BertModel):
     """RoBERTa's family: a real token's position is padding_idx + its index among the real tokens."""
 
     def positions(self, input_ids):
-        pad = self.config.pad_token_id
-        real = input_ids.ne(pad).int()  # (B, L)
-        ids = (torch.cumsum(real, dim=1).type_as(real) * real).long() + pad  # (B, L): pad, or pad + 1, pad + 2, ...
-        limit = self.config.max_position_embeddings
-        if int(ids.max()) >= limit:
+        pad, limit = self.config.pad_token_id, self.config.max_input_length
+        if input_ids.shape[1] > limit:
             raise ValueError(
-                f"sequence length {input_ids.shape[1]} needs position {int(ids.max())}, past this model's "
-                f"max_position_embeddings {limit} (its positions start at pad id {pad} + 1)"
+                f"sequence length {input_ids.shape[1]} exceeds this model's longest input {limit} "
+                f"(max_position_embeddings {self.config.max_position_embeddings}, positions from pad id {pad} + 1)"
             )
-        return ids
+        real = input_ids.ne(pad).int()  # (B, L)
+        return (torch.cumsum(real, dim=1).type_as(real) * real).long() + pad  # (B, L): pad, or pad + 1, pad + 2, ...
 
 
 class PositionsOnlyEmbeddings(Embeddings):

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from minibert.config import BertConfig
+from minibert.formats.names import head_map
 from minibert.model import ACTIVATIONS
 from minibert.relatives import model_class
 
@@ -303,10 +304,11 @@ def masked_lm(name_or_path, **kwargs) -> BertForMaskedLM:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # newly initialised head weights are refused just below
         model = BertForMaskedLM.from_pretrained(name_or_path, **kwargs)
-    if any(name.startswith("cls.predictions.") for name in model.newly_initialized):
+    names = head_map(model.config.model_type)
+    if any(names.get(name, "").startswith("mlm.") for name in model.newly_initialized):
         raise ValueError(
-            f"{name_or_path} has no masked-language-model head (cls.predictions.*); use a BertForPreTraining "
-            "or BertForMaskedLM checkpoint"
+            f"{name_or_path} has no masked-language-model head ({', '.join(model.newly_initialized[:2])} missing); "
+            "use a ...ForPreTraining or ...ForMaskedLM checkpoint"
         )
     return model
 

@@ -286,11 +286,11 @@ def test_an_xlm_roberta_cross_encoder_scores_as_sentence_transformers(tokenizers
 
 def test_heads_minibert_computes_for_bert_only_say_so(tmp_path):
     from minibert.formats.errors import CheckpointError
-    from minibert.heads import BertForMaskedLM
+    from minibert.heads import BertForQuestionAnswering
 
     saved_family("roberta", tmp_path / "m")
     with pytest.raises(CheckpointError, match="a roberta checkpoint; minibert reads BERT's relatives as BertModel"):
-        BertForMaskedLM.from_pretrained(tmp_path / "m")
+        BertForQuestionAnswering.from_pretrained(tmp_path / "m")
 
 
 def test_the_trace_follows_a_relative_step_by_step(tmp_path):
@@ -310,3 +310,100 @@ def test_the_trace_follows_a_relative_step_by_step(tmp_path):
     saved_family("electra", tmp_path / "e")
     with pytest.raises(ValueError, match="narrower than its layers and projected"):
         trace(BertModel.from_pretrained(tmp_path / "e"), batch)
+
+
+@pytest.mark.parametrize("family", ["roberta", "xlm-roberta", "mpnet", "distilbert"])
+def test_masked_lm_heads_match_transformers(family, tmp_path):
+    """The masked-LM head of each family (lm_head.*, DistilBERT's vocab_*): BERT's MaskedLMHead, its
+    projection tied to the word embeddings, as SPLADE models and fill-mask read it."""
+    import transformers
+
+    from minibert.heads import BertForMaskedLM
+
+    saved_family(family, tmp_path / "base")
+    head_class = FAMILIES[family][1].replace("Model", "ForMaskedLM")
+    torch.manual_seed(3)
+    reference = getattr(transformers, head_class).from_pretrained(tmp_path / "base", attn_implementation="eager")
+    randomize_(reference)
+    reference.eval().save_pretrained(tmp_path / "mlm")
+    ours = BertForMaskedLM.from_pretrained(tmp_path / "mlm")
+    assert ours.newly_initialized == []
+    ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 10, 2, 1, 1]])
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        want, got = reference(ids, attention_mask=mask).logits, ours(ids, mask).logits
+    keep = mask.bool()
+    torch.testing.assert_close(got[keep], want[keep], atol=1e-5, rtol=0)
+    ours.save_pretrained(tmp_path / "again")
+    back = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "again").eval()
+    assert type(back).__name__ == head_class
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids, attention_mask=mask).logits[keep], want[keep], atol=1e-6, rtol=0)
+
+
+def test_fill_mask_takes_the_models_own_mask_token(tokenizers_dir, tmp_path):
+    import subprocess
+    import sys
+
+    import transformers
+
+    saved_family("roberta", tmp_path / "base", tokenizers_dir["bpe"][0])
+    torch.manual_seed(4)
+    reference = transformers.RobertaForMaskedLM.from_pretrained(tmp_path / "base").eval()
+    randomize_(reference)
+    reference.save_pretrained(tmp_path / "mlm")
+    for path in tokenizers_dir["bpe"][0].iterdir():
+        (tmp_path / "mlm" / path.name).write_bytes(path.read_bytes())
+    hf_tokenizer = tokenizers_dir["bpe"][1]
+    text = "The quick brown <mask> jumps."
+    with torch.no_grad():
+        batch = hf_tokenizer([text], return_tensors="pt")
+        logits = reference(**batch).logits[0, batch["input_ids"][0].tolist().index(hf_tokenizer.mask_token_id)]
+    best = hf_tokenizer.convert_ids_to_tokens([int(logits.argmax())])[0]
+    done = subprocess.run(
+        [sys.executable, "-m", "minibert", "fill-mask", "--model", str(tmp_path / "mlm"), text, "--top-k", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[0] == best
+    refused = subprocess.run(
+        [sys.executable, "-m", "minibert", "fill-mask", "--model", str(tmp_path / "mlm"), "The [MASK] jumps."],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "exactly one <mask>, it holds 0" in refused.stderr
+
+
+def test_a_distilbert_splade_model_gives_sentence_transformers_weights(tokenizers_dir, tmp_path):
+    """naver/splade_v2_distil's kind: a DistilBertForMaskedLM read as a SPLADE model."""
+    import transformers
+    from sentence_transformers.sparse_encoder import SparseEncoder as Reference
+    from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
+
+    from minibert.sparse import SparseEncoder
+
+    saved_family("distilbert", tmp_path / "base")
+    torch.manual_seed(5)
+    model = transformers.DistilBertForMaskedLM.from_pretrained(tmp_path / "base").eval()
+    randomize_(model)
+    model.save_pretrained(tmp_path / "mlm")
+    for path in tokenizers_dir["bpe"][0].iterdir():
+        (tmp_path / "mlm" / path.name).write_bytes(path.read_bytes())
+    transformer = MLMTransformer(str(tmp_path / "mlm"), max_seq_length=60)
+    Reference(modules=[transformer, SpladePooling(pooling_strategy="max")], device="cpu").save(str(tmp_path / "st"))
+    texts = multilingual_texts(10, seed=13)
+    want = Reference(str(tmp_path / "st"), device="cpu").encode(texts, convert_to_tensor=True).to_dense().numpy()
+    got = SparseEncoder.from_pretrained(tmp_path / "st").dense(texts)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_electras_discriminator_has_no_masked_lm_head(tmp_path):
+    from minibert.formats.errors import CheckpointError
+    from minibert.heads import BertForMaskedLM
+
+    saved_family("electra", tmp_path / "e")
+    with pytest.raises(CheckpointError, match=r"BertForMaskedLM \(not ELECTRA's discriminator\)"):
+        BertForMaskedLM.from_pretrained(tmp_path / "e")

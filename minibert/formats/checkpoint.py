@@ -345,15 +345,23 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
         name_or_path, revision=revision, local_files_only=local_files_only
     )
     family = config.model_type
-    if family != "bert" and cls.__name__ != "BertForSequenceClassification":
+    relative_heads = ("BertForSequenceClassification", "BertForMaskedLM")
+    if family != "bert" and (
+        cls.__name__ not in relative_heads or (family, cls.__name__) == ("electra", "BertForMaskedLM")
+    ):
         raise CheckpointError(
-            f"{folder}: a {family} checkpoint; minibert reads BERT's relatives as BertModel and as "
-            f"BertForSequenceClassification (cross-encoders, classifiers), not as {cls.__name__}"
+            f"{folder}: a {family} checkpoint; minibert reads BERT's relatives as BertModel, "
+            f"BertForSequenceClassification (cross-encoders, classifiers) and BertForMaskedLM (not ELECTRA's "
+            f"discriminator), not as {cls.__name__}"
         )
     encoder_state, rest = encoder_weights(tensors, origin, config)
     found = {normalize_key(k, family): k for k in rest}
-    if "cls.predictions.bias" not in found and "cls.predictions.decoder.bias" in found:
-        found["cls.predictions.bias"] = found.pop("cls.predictions.decoder.bias")  # older checkpoints
+    for bias, alias in (
+        ("cls.predictions.bias", "cls.predictions.decoder.bias"),
+        ("lm_head.bias", "lm_head.decoder.bias"),
+    ):
+        if bias not in found and alias in found:
+            found[bias] = found.pop(alias)  # the output bias under its other (tied) name
     names = head_map(family)
     head_state = {names[norm]: key for norm, key in found.items() if norm in names}
     takes_labels = "num_labels" in inspect.signature(cls).parameters

@@ -119,20 +119,36 @@ HEAD_MAP = {
     "qa_outputs.weight": "qa_outputs.weight",
     "qa_outputs.bias": "qa_outputs.bias",
 }
-# The sequence-classification heads of BERT's relatives, on the first token: Hugging Face name -> minibert
-# name (minibert/heads.py: FirstTokenClassifier). RoBERTa's family, MPNet and ELECTRA call the two layers
-# classifier.dense and classifier.out_proj; DistilBERT pre_classifier and classifier.
+# The heads of BERT's relatives: Hugging Face name -> minibert name (minibert/heads.py). Sequence
+# classification on the first token (FirstTokenClassifier): RoBERTa's family, MPNet and ELECTRA call its two
+# layers classifier.dense and classifier.out_proj, DistilBERT pre_classifier and classifier. The masked-LM
+# head is BERT's MaskedLMHead under other names (lm_head.*, DistilBERT's vocab_*; its projection is the
+# word embeddings, tied); ELECTRA's discriminator has none.
+_CLASSIFIER_NAMES = {
+    "distilbert": (("pre_classifier", "dense"), ("classifier", "out_proj")),
+    "other": (("classifier.dense", "dense"), ("classifier.out_proj", "out_proj")),
+}
+_MLM_NAMES = {
+    "distilbert": (("vocab_transform", "transform"), ("vocab_layer_norm", "norm"), ("vocab_projector", None)),
+    "other": (("lm_head.dense", "transform"), ("lm_head.layer_norm", "norm"), ("lm_head", None)),
+}
+WB = ("weight", "bias")
+
+
+def _relative_heads(family: str) -> dict:
+    kind = "distilbert" if family == "distilbert" else "other"
+    names = {f"{theirs}.{w}": f"classifier.{ours}.{w}" for theirs, ours in _CLASSIFIER_NAMES[kind] for w in WB}
+    if family != "electra":
+        for theirs, ours in _MLM_NAMES[kind]:
+            if ours is None:  # the projection's own bias; its weight is the word embeddings
+                names[f"{theirs}.bias"] = "mlm.bias"
+            else:
+                names |= {f"{theirs}.{w}": f"mlm.{ours}.{w}" for w in WB}
+    return names
+
+
 RELATIVE_HEAD_MAP = {
-    family: {
-        f"{theirs}.{kind}": f"classifier.{ours}.{kind}"
-        for theirs, ours in (
-            (("pre_classifier", "dense"), ("classifier", "out_proj"))
-            if family == "distilbert"
-            else (("classifier.dense", "dense"), ("classifier.out_proj", "out_proj"))
-        )
-        for kind in ("weight", "bias")
-    }
-    for family in ("roberta", "xlm-roberta", "camembert", "mpnet", "distilbert", "electra")
+    f: _relative_heads(f) for f in ("roberta", "xlm-roberta", "camembert", "mpnet", "distilbert", "electra")
 }
 
 # Keys of the pretraining heads (cls.: masked LM, next sentence) and the task heads: not the encoder's.

@@ -84,7 +84,7 @@ def test_every_output_matches_transformers(family, tokenizers_dir, tmp_path):
     assert_both_paths_match(BertModel.from_pretrained(tmp_path / family), reference, batch)
 
 
-@pytest.mark.parametrize("family", ["mpnet", "roberta"])
+@pytest.mark.parametrize("family", ["mpnet", "roberta", "distilbert", "electra"])
 def test_base_sized_models_match_transformers(family, tokenizers_dir, tmp_path):
     sizes = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
     reference = saved_family(family, tmp_path / family, **sizes)
@@ -164,7 +164,7 @@ def test_a_tokenizer_without_the_special_tokens_is_refused_by_name(tokenizers_di
         Tokenizer.from_pretrained(tmp_path / "t")
 
 
-@pytest.mark.parametrize("family", ["xlm-roberta", "mpnet"])
+@pytest.mark.parametrize("family", ["xlm-roberta", "mpnet", "distilbert"])
 def test_sentence_vectors_equal_sentence_transformers(family, tokenizers_dir, tmp_path):
     from sentence_transformers import SentenceTransformer, models
 

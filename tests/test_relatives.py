@@ -407,3 +407,29 @@ def test_electras_discriminator_has_no_masked_lm_head(tmp_path):
     saved_family("electra", tmp_path / "e")
     with pytest.raises(CheckpointError, match=r"BertForMaskedLM \(not ELECTRA's discriminator\)"):
         BertForMaskedLM.from_pretrained(tmp_path / "e")
+
+
+def test_a_relative_reranker_served_answers_as_sentence_transformers(tokenizers_dir, tmp_path):
+    """An XLM-R cross-encoder (bge-reranker-base's layout) behind `minibert serve`'s /v1/rerank."""
+    import transformers
+    from sentence_transformers import CrossEncoder as Reference
+    from serving import Server
+
+    saved_family("xlm-roberta", tmp_path / "base", tokenizers_dir["unigram"][0])
+    torch.manual_seed(6)
+    model = transformers.XLMRobertaForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=1)
+    randomize_(model)
+    model.save_pretrained(tmp_path / "hf")
+    for path in tokenizers_dir["unigram"][0].iterdir():
+        (tmp_path / "hf" / path.name).write_bytes(path.read_bytes())
+    Reference(str(tmp_path / "hf"), device="cpu", max_length=60).save(str(tmp_path / "reranker"))
+    texts = multilingual_texts(8, seed=17)
+    want = Reference(str(tmp_path / "reranker"), device="cpu").predict([(texts[0], t) for t in texts[1:]])
+    server = Server("--model", str(tmp_path / "reranker"))
+    try:
+        status, _, reply = server.request("/v1/rerank", {"query": texts[0], "documents": texts[1:]})
+    finally:
+        server.stop()
+    assert status == 200, reply
+    got = {r["index"]: r["relevance_score"] for r in reply["results"]}
+    np.testing.assert_allclose([got[i] for i in range(len(texts) - 1)], want, atol=1e-5, rtol=0)

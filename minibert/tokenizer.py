@@ -305,15 +305,12 @@ class Tokenizer:
             self.backend.save(str(tmp))
         normalizer = self.backend.normalizer
         settings = {
-            "tokenizer_class": "BertTokenizer",
+            "tokenizer_class": self.settings.get("tokenizer_class", "BertTokenizer"),  # MPNet's is its own
             "do_lower_case": normalizer.lowercase,
             "strip_accents": normalizer.strip_accents,
             "tokenize_chinese_chars": normalizer.handle_chinese_chars,
             "model_max_length": self.model_max_length,
-            **{
-                name: f"[{name.removesuffix('_token').upper()}]"
-                for name in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-            },
+            **{f"{role}_token": token for role, token in self.specials.items()},  # [CLS] ..., or MPNet's <s> ...
         }
         write_text(directory / "tokenizer_config.json", json.dumps(settings, indent=2) + "\n")
 

@@ -433,3 +433,41 @@ def test_a_relative_reranker_served_answers_as_sentence_transformers(tokenizers_
     assert status == 200, reply
     got = {r["index"]: r["relevance_score"] for r in reply["results"]}
     np.testing.assert_allclose([got[i] for i in range(len(texts) - 1)], want, atol=1e-5, rtol=0)
+
+
+def test_a_wordpiece_tokenizer_with_its_own_special_tokens_saves_as_it_loaded(tmp_path):
+    """MPNet's kind: WordPiece and BERT's normalizer, but <s> </s> <pad> <mask> for specials."""
+    import transformers
+    from tokenizers import Tokenizer as Backend
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    backend = Backend(models.WordPiece(unk_token="<unk>"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    backend.train_from_iterator(
+        multilingual_texts(300), trainers.WordPieceTrainer(vocab_size=500, special_tokens=specials)
+    )
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    wrapper = transformers.MPNetTokenizerFast(
+        tokenizer_object=backend,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+    )
+    wrapper.save_pretrained(tmp_path / "in")
+    ours = Tokenizer.from_pretrained(tmp_path / "in")
+    assert ours.specials == {"cls": "<s>", "sep": "</s>", "pad": "<pad>", "unk": "<unk>", "mask": "<mask>"}
+    ours.save(tmp_path / "out")
+    texts = multilingual_texts(100, seed=21)
+    want = transformers.AutoTokenizer.from_pretrained(tmp_path / "in")(texts, texts[::-1])["input_ids"]
+    back = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert type(back).__name__ == "MPNetTokenizer" and back(texts, texts[::-1])["input_ids"] == want
+    assert [e.ids for e in Tokenizer.from_pretrained(tmp_path / "out").encode(texts, texts[::-1])] == want

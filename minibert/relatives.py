@@ -1,11 +1,11 @@
 """BERT's close relatives, each a small named delta on model.py's BertModel: the same embeddings, layers and
 pooler, with their own rule for positions, embeddings of their own, and, for MPNet, a bias on the attention
-scores. Which class a
-config builds is `model_class(config)`; the checkpoint names of each family are minibert/formats/names.py's.
+scores. Which class a config builds is `model_class(config)`; the checkpoint names of each family are
+minibert/formats/names.py's.
 
   RoBERTa, XLM-RoBERTa, CamemBERT (Liu et al. 2019, https://arxiv.org/abs/1907.11692): positions count
       from padding_idx + 1 over the real tokens, and padding sits at padding_idx (the pad id), so a text's
-      positions do not depend on how much padding follows it. One token type. LayerNorm eps 1e-5 (config).
+      positions do not depend on the padding around it, on either side. One token type. LayerNorm eps 1e-5 (config).
   MPNet (Song et al. 2020, https://arxiv.org/abs/2004.09297): RoBERTa's positions, no token types, and a
       T5-style relative-position bias (Raffel et al. 2019, section 2.1): the key's offset from the query
       falls into one of 32 buckets, exact for small offsets and logarithmic up to 128, and each head
@@ -41,7 +41,7 @@ class PaddedPositionsModel(BertModel):
 
 
 class PositionsOnlyEmbeddings(Embeddings):
-    """MPNet's embeddings: word + position, then LayerNorm; no token types."""
+    """MPNet's and DistilBERT's embeddings: word + position, then LayerNorm; no token types."""
 
     def __init__(self, config: BertConfig):
         super().__init__(config)

@@ -378,6 +378,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="what requests give as model, one per --model in order (default: the folder's name; all-MiniLM-L6-v2)",
     )
+    serve.add_argument(
+        "--task",
+        action="append",
+        choices=("embed", "rerank", "classify", "sparse"),
+        help="what a model computes, one per --model in order (default: read from its folder); e.g. sparse for "
+        "a bare masked-LM SPLADE folder such as naver/splade-cocondenser-*",
+    )
     serve.add_argument("--device", help="torch device, e.g. cpu or cuda (default: cpu)")
     serve.add_argument("--dtype", choices=COMPUTE_DTYPES, help="compute dtype (default: float32)")
     serve.add_argument("--quantize", choices=("int8",), help="int8 on CPU, calibrated at start (see quantize)")

@@ -543,18 +543,17 @@ def served_models(args) -> list:
     from minibert.serve.models import Model, task_of
 
     given = args.model or [None]
-    names = args.served_model_name or []
-    if names and len(names) != len(given):
-        raise UsageError(
-            f"{len(names)} --served-model-name for {len(given)} --model: give one name per model, in the same order"
-        )
+    names, tasks = args.served_model_name or [], args.task or []
+    for flag, values in (("--served-model-name", names), ("--task", tasks)):
+        if values and len(values) != len(given):
+            raise UsageError(f"{len(values)} {flag} for {len(given)} --model: give one per model, in the same order")
     models = []
     for i, spec in enumerate(given):
         folder = resolve(spec) if spec else default_model()
         name = names[i] if names else (Path(str(spec)).name if spec else "all-MiniLM-L6-v2")
         if name in [m.name for m in models]:
             raise UsageError(f"two models are named {name!r}; tell them apart with --served-model-name")
-        task = task_of(folder)
+        task = tasks[i] if tasks else task_of(folder)
         models.append(Model(name, task, functools.partial(load_served, task, folder, args)))
     return models
 

@@ -240,3 +240,24 @@ def test_the_model_list_is_checked_before_anything_loads(folders):
     assert code == 2 and "two models are named 'ce'" in err
     code, err = run("--model", folders["ce"], "--served-model-name", "a", "--served-model-name", "b")
     assert code == 2 and "2 --served-model-name for 1 --model" in err
+    code, err = run("--model", folders["ce"], "--model", folders["clf"], "--task", "rerank")
+    assert code == 2 and "1 --task for 2 --model" in err
+
+
+def test_task_names_what_a_bare_folder_computes(splade_dir, folders):
+    """naver/splade-cocondenser-* ship as a bare BertForMaskedLM folder, which alone reads as an embedder:
+    --task sparse serves it as SPLADE."""
+    from minibert.sparse import SparseEncoder
+
+    bare = splade_dir.parent / "mlm"
+    server = Server("--model", str(bare), "--task", "sparse", "--max-queue-seconds", "60")
+    try:
+        status, _, reply = server.request("/embed_sparse", {"inputs": TEXTS[:2]})
+        info = server.request("/info")[2]
+    finally:
+        server.stop()
+    assert status == 200 and info["models"][0]["task"] == "sparse"
+    want = SparseEncoder.from_pretrained(bare).encode(TEXTS[:2])
+    for (indices, values), got in zip(want, reply):
+        assert [g["index"] for g in got] == indices.tolist()
+        np.testing.assert_allclose([g["value"] for g in got], values, atol=1e-6, rtol=0)

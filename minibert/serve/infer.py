@@ -1,10 +1,10 @@
 """`Infer`: what the server does with an admitted request, shaped like text-embeddings-inference's
 `core/src/infer.rs`. Admission is here: `Admission` counts the requests in progress in the whole server
 (--max-concurrent-requests), and each model's Infer refuses work while its queue is full (`check_queue`:
---max-queue-seconds, beside the queue it protects). An Infer owns the worker threads that parse,
-tokenize and serialise off the event loop, the queue that feeds the model thread, and the engine's
-finishing of each request's vectors (normalisation). The HTTP routes (app.py) and Ray Serve
-(ray_serve.py) call it; neither touches the model.
+--max-queue-seconds, beside the queue it protects). An Infer owns the queue that feeds its model's
+thread (request batches of one output at a time: pooled vectors, token vectors, logits or sparse weights)
+and the engine's finishing of each request's vectors (normalisation); the app's worker threads parse,
+tokenize and serialise off the event loop (app.py). The HTTP routes call it and never touch the model.
 
 Ownership of a request's permit: taken after its body has been read, released when its answer has been
 handed to the connection (or the request failed), so an answer a client never reads keeps counting

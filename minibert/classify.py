@@ -45,9 +45,10 @@ class SequenceScorer:
 
     @classmethod
     def load(cls, name_or_path, *, device=None, dtype=None, fast=True, quantize=None, **kwargs):
-        """The checkpoint's model and tokenizer, refusing one without classifier weights (its scores would come
-        from random weights) and one without a pooler, which the classifier reads. `quantize="int8"`: the
-        encoder layers compute in 8 bits, calibrated now, as Encoder.from_pretrained's."""
+        """A scorer of this class from a checkpoint, refusing one without classifier weights (its scores would
+        come from random weights) and one without a pooler where the classifier reads it. `quantize="int8"`:
+        the encoder layers compute in 8 bits, calibrated now, as Encoder.from_pretrained's. `kwargs`
+        (max_length, and the class's own) go to its constructor."""
         import warnings
 
         folder = resolve(name_or_path)
@@ -69,7 +70,7 @@ class SequenceScorer:
 
             limit = max_length_for(tokenizer, model.config, kwargs.get("max_length"))
             quantize_calibrated(model.bert, tokenizer, limit)
-        return cls(model.eval(), tokenizer, fast=fast, **kwargs), folder
+        return cls(model.eval(), tokenizer, fast=fast, **kwargs)
 
     def logits(self, inputs: list, batch_size: int = 32, show_progress=None) -> torch.Tensor:
         engine = self.encoder.engine
@@ -104,21 +105,11 @@ class CrossEncoder(SequenceScorer):
         return self.activation(logits)
 
     @classmethod
-    def from_pretrained(
-        cls, name_or_path, *, device=None, dtype=None, fast=True, max_length=None, quantize=None
-    ) -> CrossEncoder:
+    def from_pretrained(cls, name_or_path, **options) -> CrossEncoder:
+        """A cross-encoder folder, with the activation its sentence-transformers metadata records. `options`
+        are SequenceScorer.load's: device, dtype, fast, quantize, max_length."""
         folder = resolve(name_or_path)
-        activation = crossencoder_activation(folder)
-        scorer, _ = cls.load(
-            folder,
-            device=device,
-            dtype=dtype,
-            fast=fast,
-            quantize=quantize,
-            max_length=max_length,
-            activation=activation,
-        )
-        return scorer
+        return cls.load(folder, activation=crossencoder_activation(folder), **options)
 
     def predict(self, pairs, batch_size: int = 32, activation: bool = True, show_progress=None) -> np.ndarray:
         """Each pair's score, (N,) for one label or (N, labels), float32, in input order; `activation=False`
@@ -168,24 +159,15 @@ class Classifier(SequenceScorer):
         return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, -1)
 
     @classmethod
-    def from_pretrained(
-        cls, name_or_path, *, device=None, dtype=None, fast=True, max_length=None, quantize=None
-    ) -> Classifier:
+    def from_pretrained(cls, name_or_path, **options) -> Classifier:
+        """A classifier folder, labelled by its config's id2label, multi-label where its problem_type says so.
+        `options` are SequenceScorer.load's: device, dtype, fast, quantize, max_length."""
         folder = resolve(name_or_path)
         values = read_json(folder / "config.json")
         id2label = values.get("id2label") or {}
         labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))] or None
         multi = values.get("problem_type") == "multi_label_classification"
-        scorer, _ = cls.load(
-            folder,
-            device=device,
-            dtype=dtype,
-            fast=fast,
-            quantize=quantize,
-            max_length=max_length,
-            labels=labels,
-            multi_label=multi,
-        )
+        scorer = cls.load(folder, labels=labels, multi_label=multi, **options)
         if scorer.labels and len(scorer.labels) != scorer.num_labels:
             raise ValueError(
                 f"{folder / 'config.json'}: id2label names {len(scorer.labels)} labels, the classifier has "

@@ -82,6 +82,18 @@ def multilingual_texts(n: int = 300, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(0, 30))) for _ in range(n)]
 
 
+# The special tokens of RoBERTa's kind of tokenizer (XLM-R, MPNet too), as transformers' classes take them.
+ROBERTA_SPECIALS = dict(
+    bos_token="<s>",
+    eos_token="</s>",
+    sep_token="</s>",
+    cls_token="<s>",
+    unk_token="<unk>",
+    pad_token="<pad>",
+    mask_token="<mask>",
+)
+
+
 def trained_tokenizer(kind: str, folder):
     """A tokenizer of XLM-R's kind (SentencePiece Unigram, `kind="unigram"`) or RoBERTa's (byte-level BPE,
     `kind="bpe"`), trained here by `tokenizers` and saved by transformers' own fast tokenizer class, with
@@ -110,16 +122,6 @@ def trained_tokenizer(kind: str, folder):
         backend.train_from_iterator(corpus, trainer)
         backend.add_special_tokens(["<mask>"])
         wrapper = transformers.RobertaTokenizerFast
-    tokenizer = wrapper(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_max_length=512,
-    )
+    tokenizer = wrapper(tokenizer_object=backend, **ROBERTA_SPECIALS, model_max_length=512)
     tokenizer.save_pretrained(folder)
     return transformers.AutoTokenizer.from_pretrained(folder)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from checkpoints import multilingual_texts, trained_tokenizer
+from checkpoints import ROBERTA_SPECIALS, multilingual_texts, trained_tokenizer
 from reference import assert_both_paths_match, randomize_
 
 from minibert import BertModel, Encoder
@@ -36,8 +36,6 @@ def tokenizers_dir(tmp_path_factory):
 
 def saved_family(family: str, folder, tokenizer_folder=None, **sizes):
     """A random transformers model of `family`, LayerNorms randomised, saved to `folder` (with a tokenizer)."""
-    import shutil
-
     import transformers
 
     config_class, model_class, _, _ = FAMILIES[family]
@@ -55,9 +53,32 @@ def saved_family(family: str, folder, tokenizer_folder=None, **sizes):
     randomize_(model)
     model.save_pretrained(folder)
     if tokenizer_folder is not None:
-        for path in tokenizer_folder.iterdir():
-            shutil.copy(path, folder / path.name)
+        copy_files(tokenizer_folder, folder)
     return model
+
+
+def copy_files(source, folder) -> None:
+    """Every file of `source` (a tokenizer's) into `folder`."""
+    import shutil
+
+    for path in source.iterdir():
+        shutil.copy(path, folder / path.name)
+
+
+def xlmr_cross_encoder(tokenizers_dir, tmp_path, seed: int):
+    """A random XLM-R cross-encoder (one label) in bge-reranker-base's layout, saved by sentence-transformers'
+    CrossEncoder (max length 60), with the Unigram tokenizer."""
+    import transformers
+    from sentence_transformers import CrossEncoder as Reference
+
+    saved_family("xlm-roberta", tmp_path / "base", tokenizers_dir["unigram"][0])
+    torch.manual_seed(seed)
+    model = transformers.XLMRobertaForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=1)
+    randomize_(model)
+    model.save_pretrained(tmp_path / "hf")
+    copy_files(tokenizers_dir["unigram"][0], tmp_path / "hf")
+    Reference(str(tmp_path / "hf"), device="cpu", max_length=60).save(str(tmp_path / "ce"))
+    return tmp_path / "ce"
 
 
 def batch_of(hf_tokenizer, texts, pairs=None, **kwargs):
@@ -261,19 +282,11 @@ def test_sequence_classification_heads_match_transformers(family, tokenizers_dir
 
 
 def test_an_xlm_roberta_cross_encoder_scores_as_sentence_transformers(tokenizers_dir, tmp_path):
-    import transformers
     from sentence_transformers import CrossEncoder as Reference
 
     from minibert.classify import CrossEncoder
 
-    saved_family("xlm-roberta", tmp_path / "base", tokenizers_dir["unigram"][0])
-    torch.manual_seed(2)
-    model = transformers.XLMRobertaForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=1)
-    randomize_(model)
-    model.save_pretrained(tmp_path / "hf")
-    for path in tokenizers_dir["unigram"][0].iterdir():
-        (tmp_path / "hf" / path.name).write_bytes(path.read_bytes())
-    Reference(str(tmp_path / "hf"), device="cpu", max_length=60).save(str(tmp_path / "ce"))
+    xlmr_cross_encoder(tokenizers_dir, tmp_path, seed=2)
     reference = Reference(str(tmp_path / "ce"), device="cpu")
     texts = multilingual_texts(12, seed=11)
     pairs = [(texts[0], t) for t in texts[1:]]
@@ -352,8 +365,7 @@ def test_fill_mask_takes_the_models_own_mask_token(tokenizers_dir, tmp_path):
     reference = transformers.RobertaForMaskedLM.from_pretrained(tmp_path / "base").eval()
     randomize_(reference)
     reference.save_pretrained(tmp_path / "mlm")
-    for path in tokenizers_dir["bpe"][0].iterdir():
-        (tmp_path / "mlm" / path.name).write_bytes(path.read_bytes())
+    copy_files(tokenizers_dir["bpe"][0], tmp_path / "mlm")
     hf_tokenizer = tokenizers_dir["bpe"][1]
     text = "The quick brown <mask> jumps."
     with torch.no_grad():
@@ -390,8 +402,7 @@ def test_a_distilbert_splade_model_gives_sentence_transformers_weights(tokenizer
     model = transformers.DistilBertForMaskedLM.from_pretrained(tmp_path / "base").eval()
     randomize_(model)
     model.save_pretrained(tmp_path / "mlm")
-    for path in tokenizers_dir["bpe"][0].iterdir():
-        (tmp_path / "mlm" / path.name).write_bytes(path.read_bytes())
+    copy_files(tokenizers_dir["bpe"][0], tmp_path / "mlm")
     transformer = MLMTransformer(str(tmp_path / "mlm"), max_seq_length=60)
     Reference(modules=[transformer, SpladePooling(pooling_strategy="max")], device="cpu").save(str(tmp_path / "st"))
     texts = multilingual_texts(10, seed=13)
@@ -411,21 +422,13 @@ def test_electras_discriminator_has_no_masked_lm_head(tmp_path):
 
 def test_a_relative_reranker_served_answers_as_sentence_transformers(tokenizers_dir, tmp_path):
     """An XLM-R cross-encoder (bge-reranker-base's layout) behind `minibert serve`'s /v1/rerank."""
-    import transformers
     from sentence_transformers import CrossEncoder as Reference
     from serving import Server
 
-    saved_family("xlm-roberta", tmp_path / "base", tokenizers_dir["unigram"][0])
-    torch.manual_seed(6)
-    model = transformers.XLMRobertaForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=1)
-    randomize_(model)
-    model.save_pretrained(tmp_path / "hf")
-    for path in tokenizers_dir["unigram"][0].iterdir():
-        (tmp_path / "hf" / path.name).write_bytes(path.read_bytes())
-    Reference(str(tmp_path / "hf"), device="cpu", max_length=60).save(str(tmp_path / "reranker"))
+    reranker = xlmr_cross_encoder(tokenizers_dir, tmp_path, seed=6)
     texts = multilingual_texts(8, seed=17)
-    want = Reference(str(tmp_path / "reranker"), device="cpu").predict([(texts[0], t) for t in texts[1:]])
-    server = Server("--model", str(tmp_path / "reranker"))
+    want = Reference(str(reranker), device="cpu").predict([(texts[0], t) for t in texts[1:]])
+    server = Server("--model", str(reranker))
     try:
         status, _, reply = server.request("/v1/rerank", {"query": texts[0], "documents": texts[1:]})
     finally:
@@ -452,16 +455,7 @@ def test_a_wordpiece_tokenizer_with_its_own_special_tokens_saves_as_it_loaded(tm
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
     )
-    wrapper = transformers.MPNetTokenizerFast(
-        tokenizer_object=backend,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-    )
+    wrapper = transformers.MPNetTokenizerFast(tokenizer_object=backend, **ROBERTA_SPECIALS)
     wrapper.save_pretrained(tmp_path / "in")
     ours = Tokenizer.from_pretrained(tmp_path / "in")
     assert ours.specials == {"cls": "<s>", "sep": "</s>", "pad": "<pad>", "unk": "<unk>", "mask": "<mask>"}

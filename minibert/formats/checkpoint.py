@@ -345,15 +345,6 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
         name_or_path, revision=revision, local_files_only=local_files_only
     )
     family = config.model_type
-    relative_heads = ("BertForSequenceClassification", "BertForMaskedLM")
-    if family != "bert" and (
-        cls.__name__ not in relative_heads or (family, cls.__name__) == ("electra", "BertForMaskedLM")
-    ):
-        raise CheckpointError(
-            f"{folder}: a {family} checkpoint; minibert reads BERT's relatives as BertModel, "
-            f"BertForSequenceClassification (cross-encoders, classifiers) and BertForMaskedLM (not ELECTRA's "
-            f"discriminator), not as {cls.__name__}"
-        )
     encoder_state, rest = encoder_weights(tensors, origin, config)
     found = {normalize_key(k, family): k for k in rest}
     for bias, alias in (
@@ -371,6 +362,12 @@ def load_head_model(cls, name_or_path, *, device=None, dtype=None, revision=None
 
     with skeleton():
         expected = cls(config, **kwargs).state_dict()
+    if any(not n.startswith("bert.") and n not in names.values() for n in expected):  # a head the family lacks
+        raise CheckpointError(
+            f"{folder}: a {family} checkpoint; minibert reads BERT's relatives as BertModel, "
+            f"BertForSequenceClassification (cross-encoders, classifiers) and BertForMaskedLM (not ELECTRA's "
+            f"discriminator), not as {cls.__name__}"
+        )
     state = {}
     for name, t in encoder_state.items():
         if "bert." + name in expected:

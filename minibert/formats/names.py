@@ -132,18 +132,20 @@ _MLM_NAMES = {
     "distilbert": (("vocab_transform", "transform"), ("vocab_layer_norm", "norm"), ("vocab_projector", None)),
     "other": (("lm_head.dense", "transform"), ("lm_head.layer_norm", "norm"), ("lm_head", None)),
 }
-WB = ("weight", "bias")
+WEIGHT_AND_BIAS = ("weight", "bias")
 
 
 def _relative_heads(family: str) -> dict:
     kind = "distilbert" if family == "distilbert" else "other"
-    names = {f"{theirs}.{w}": f"classifier.{ours}.{w}" for theirs, ours in _CLASSIFIER_NAMES[kind] for w in WB}
+    names = {
+        f"{theirs}.{w}": f"classifier.{ours}.{w}" for theirs, ours in _CLASSIFIER_NAMES[kind] for w in WEIGHT_AND_BIAS
+    }
     if family != "electra":
         for theirs, ours in _MLM_NAMES[kind]:
             if ours is None:  # the projection's own bias; its weight is the word embeddings
                 names[f"{theirs}.bias"] = "mlm.bias"
             else:
-                names |= {f"{theirs}.{w}": f"mlm.{ours}.{w}" for w in WB}
+                names |= {f"{theirs}.{w}": f"mlm.{ours}.{w}" for w in WEIGHT_AND_BIAS}
     return names
 
 

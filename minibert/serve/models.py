@@ -79,7 +79,7 @@ class Model:
         if output == "logits":
             return self.loaded.logits_of(encodings, engine.options()).cpu().numpy()
         if output == "sparse":
-            from minibert.sparse import sparse_row
+            from minibert.sparse import sparse_row  # torch: imported once the models load, not to check flags
 
             return [sparse_row(row, None) for row in to_numpy(engine.embed(encodings, engine.options()))]
         raise ValueError(f"unknown output {output!r}")
